@@ -1,0 +1,23 @@
+# initlab: `make study` runs the default study, `make test` runs the tests. Both set up .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup study test ui
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+study: setup
+	dvc repro
+
+test: setup
+	python -m pytest
+
+ui: setup
+	python -m initlab.ui

@@ -1,0 +1,1 @@
+"""initlab: a reproducible study of weight initialization and activation functions."""

@@ -1,0 +1,244 @@
+"""The typed schema of a composed config, the checks Hydra cannot express, and project paths.
+
+Hydra composes `conf/config.yaml` on top of `Config` below, so a value of the wrong type or an
+unknown key fails at composition with OmegaConf's own message (key, value, expected type).
+`validate` adds the value-range and registry checks, each with one message naming the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but not allowed."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    source: str = MISSING
+    num_classes: int = 10
+    image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    depth: int = 3
+    width: int = 256
+    bias_init: str = "zero"
+
+
+@dataclass
+class ActivationConfig:
+    name: str = MISSING
+
+
+@dataclass
+class InitConfig:
+    name: str = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+
+
+@dataclass
+class ReportConfig:
+    # A run "stayed at chance" (n/c) when its test accuracy is at most the majority-class rate
+    # plus this margin.
+    chance_margin: float = 0.05
+
+
+@dataclass
+class StudyConfig:
+    name: str = "default"
+    activations: list[str] = field(default_factory=lambda: ["relu"])
+    inits: list[str] = field(default_factory=lambda: ["xavier"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass
+class Config:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    device: str = "cpu"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+
+DEVICES = ("cpu", "cuda", "auto")
+BIAS_INITS = ("zero", "normal")
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and registry names that the schema's types cannot express."""
+    from initlab.activations import ACTIVATIONS
+    from initlab.inits import INITS
+    from initlab.optim import OPTIMIZERS
+
+    for key, names, registry in [
+        ("activation", [cfg.activation.name], ACTIVATIONS),
+        ("study.activations", cfg.study.activations, ACTIVATIONS),
+        ("init", [cfg.init.name], INITS),
+        ("study.inits", cfg.study.inits, INITS),
+    ]:
+        for name in names:
+            _require(name in registry, key, name, f"one of {sorted(registry)}")
+    _require(cfg.optimizer.name in OPTIMIZERS, "optimizer", cfg.optimizer.name,
+             f"one of {sorted(OPTIMIZERS)}")
+    _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
+    _require(cfg.optimizer.momentum >= 0, "optimizer.momentum", cfg.optimizer.momentum,
+             "must be >= 0")
+    _require(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay",
+             cfg.optimizer.weight_decay, "must be >= 0")
+    seeds = list(cfg.study.seeds)
+    _require(len(seeds) > 0, "study.seeds", seeds, "a non-empty list of integers")
+    _require(len(set(seeds)) == len(seeds), "study.seeds", seeds, "each seed at most once")
+    _require(cfg.model.depth >= 1, "model.depth", cfg.model.depth,
+             "the number of weight layers, >= 1")
+    _require(cfg.model.width >= 1, "model.width", cfg.model.width, "must be >= 1")
+    _require(cfg.model.bias_init in BIAS_INITS, "model.bias_init", cfg.model.bias_init,
+             f"one of {list(BIAS_INITS)}")
+    _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "must be >= 1")
+    _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size,
+             "must be >= 1")
+    _require(cfg.device in DEVICES, "device", cfg.device, f"one of {list(DEVICES)}")
+    fractions = cfg.split.val_fraction + cfg.split.test_fraction
+    _require(0 < cfg.split.val_fraction and 0 < cfg.split.test_fraction and fractions < 1,
+             "split", f"val={cfg.split.val_fraction}, test={cfg.split.test_fraction}",
+             "two fractions > 0 whose sum is < 1")
+
+
+def workspace_root() -> Path:
+    """The nearest directory at or above the cwd that holds dvc.yaml: where conf/, data/ and
+    runs/ live (a `dvc exp run --queue` temp copy is a workspace of its own)."""
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        if (directory / "dvc.yaml").is_file():
+            return directory
+    raise ConfigError(f"no dvc.yaml at or above {here}: run initlab from inside the project")
+
+
+def tracking_root() -> Path:
+    """The project that owns the MLflow store. DVC runs queued experiments in a temp copy
+    under `<project>/.dvc/tmp/exps/`; their runs belong in the project's store, not the copy's."""
+    root = workspace_root()
+    parts = root.parts
+    if ".dvc" in parts:
+        return Path(*parts[: parts.index(".dvc")])
+    return root
+
+
+def cell_name(cfg: DictConfig) -> str:
+    """A training cell's name: `<activation>-<init>`, the folder under runs/ and the MLflow tag."""
+    return f"{cfg.activation.name}-{cfg.init.name}"
+
+
+
+PARAMS_FILE = "params.yaml"
+GROUPS = ("dataset", "model", "activation", "init", "optimizer")  # chosen by `<group>.name`
+
+
+def params_overrides(params: dict) -> list[str]:
+    """Turn params.yaml into Hydra overrides: `<group>.name` selects the group's YAML in conf/,
+    every other leaf overrides its key. So the pipeline and a hand-run cell compose the same
+    config from the same file."""
+    overrides = []
+    for section, value in params.items():
+        if section in GROUPS and isinstance(value, dict) and "name" in value:
+            overrides.append(f"{section}={value['name']}")
+            value = {k: v for k, v in value.items() if k != "name"}
+        overrides += _leaf_overrides(section, value)
+    return overrides
+
+
+def _leaf_overrides(key: str, value) -> list[str]:
+    if isinstance(value, dict):
+        return [o for k, v in value.items() for o in _leaf_overrides(f"{key}.{k}", v)]
+    return [f"{key}={json.dumps(value)}"]
+
+
+def read_params(root: Path) -> dict:
+    path = root / PARAMS_FILE
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (it holds the study to run)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    allowed = [f.name for f in fields(Config)]
+    for section in params:
+        if section not in allowed:
+            raise ConfigError(f"{path}: unknown section {section!r}; allowed: {allowed}")
+    return params
+
+
+def load_config(cli_overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml with params.yaml's values, then the command line's overrides
+    (last wins), and validate the result."""
+    from hydra import compose, initialize_config_dir
+
+    root = workspace_root()
+    overrides = params_overrides(read_params(root)) + list(cli_overrides)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"{root / PARAMS_FILE} or command line: {e}") from None
+    validate(cfg)
+    return cfg
+
+
+@contextmanager
+def reported_errors():
+    """Turn a bad config or input into one clear message on stderr and exit status 2."""
+    try:
+        yield
+    except ConfigError as e:
+        print(f"initlab: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""Datasets: sources that fetch raw arrays (`sources`), and the split into tensors (`prepare`)."""

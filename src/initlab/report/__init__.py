@@ -1,0 +1,1 @@
+"""The report: results.csv + the cells' histories -> tables, figures, report.md, summary.json."""

@@ -1,0 +1,212 @@
+"""The `train` stage: one cell (an activation x an init), every seed of the study at once.
+
+    python -m initlab.train activation=tanh init=xavier [model.depth=10 ...]
+
+composes conf/ + params.yaml + these overrides (`initlab.config.load_config`), trains the
+seeds as one seed-batched model (`initlab.models`) on the train split, picks nothing by test
+data, and writes runs/<activation>-<init>/ atomically:
+
+    config.yaml                 the composed config the results depend on
+    seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
+    seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
+    seed_<s>/summary.json       best val accuracy, diverged or not
+    tracking.json               MLflow run ids, device, seconds (not results)
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from initlab.activations import ACTIVATIONS
+from initlab.config import ConfigError, cell_name, load_config, reported_errors, workspace_root
+from initlab.data.prepare import load_split, prepared_dir
+from initlab.inits import INITS
+from initlab.io import atomic_path, sha256, write_json
+from initlab.models import SeedBatchedMLP
+from initlab.optim import OPTIMIZERS
+
+HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+RANDOM_STREAMS = ("init", "data_order")
+
+
+def seed_generator(seed: int, stream: str) -> torch.Generator:
+    """An independent random stream per (seed, purpose), so that a seed's init and data order
+    are fixed by the seed alone."""
+    state = np.random.SeedSequence([seed, RANDOM_STREAMS.index(stream)]).generate_state(1)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is not allowed here: no CUDA device; use cpu or auto")
+    return torch.device(name)
+
+
+def build_model(cfg, n_models: int) -> SeedBatchedMLP:
+    return SeedBatchedMLP(n_models, int(np.prod(cfg.dataset.image_shape)),
+                          cfg.dataset.num_classes, cfg.model.depth, cfg.model.width,
+                          ACTIVATIONS[cfg.activation.name])
+
+
+@torch.no_grad()
+def evaluate(model: SeedBatchedMLP, x: torch.Tensor, y: torch.Tensor):
+    """Per-seed (loss, accuracy) on one split: x (N, D) shared by every seed."""
+    logits = model(x.expand(len(model.weights[0]), *x.shape))
+    losses = F.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
+                             reduction="none").mean(1)
+    return losses, (logits.argmax(-1) == y).float().mean(1)
+
+
+def fit(model, optimizer, train, val, epochs: int, batch_size: int, order_generators,
+        on_epoch=None) -> tuple[list[dict], list[int | None]]:
+    """Minibatch training of every seed at once. Each seed draws its own data order. A seed
+    whose epoch loss is NaN/inf has diverged: its history stops there and it is left alone
+    (nothing crosses the seed axis, so the others go on unaffected).
+
+    Returns the history (per epoch, tensors over seeds) and each seed's divergence epoch."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    n_seeds, n = len(order_generators), len(y_train)
+    diverged_at: list[int | None] = [None] * n_seeds
+
+    def record(epoch, train_loss, train_acc):
+        val_loss, val_acc = evaluate(model, x_val, y_val)
+        row = dict(zip(HISTORY_COLUMNS, (train_loss, train_acc, val_loss, val_acc)))
+        for s in range(n_seeds):
+            if diverged_at[s] is None and not torch.isfinite(row["train_loss"][s]):
+                diverged_at[s] = epoch
+        history.append(row)
+        if on_epoch:
+            on_epoch(epoch, row, diverged_at)
+
+    history: list[dict] = []
+    record(0, *evaluate(model, x_train, y_train))
+    for epoch in range(1, epochs + 1):
+        order = torch.stack([torch.randperm(n, generator=g) for g in order_generators])
+        order = order.to(x_train.device)
+        loss_sum = torch.zeros(n_seeds, device=x_train.device)
+        correct = torch.zeros(n_seeds, device=x_train.device)
+        for start in range(0, n, batch_size):
+            idx = order[:, start:start + batch_size]
+            logits = model(x_train[idx])
+            y = y_train[idx]
+            losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            loss_sum += losses.detach() * idx.shape[1]
+            correct += (logits.detach().argmax(-1) == y).sum(1)
+        record(epoch, loss_sum / n, correct / n)
+        if all(d is not None for d in diverged_at):
+            break
+    return history, diverged_at
+
+
+def seed_history(history: list[dict], s: int, diverged_epoch: int | None) -> list[dict]:
+    """Seed s's rows, up to and including the epoch it diverged at."""
+    last = len(history) - 1 if diverged_epoch is None else diverged_epoch
+    return [{"epoch": e, **{k: float(row[k][s]) for k in HISTORY_COLUMNS}}
+            for e, row in enumerate(history[: last + 1])]
+
+
+def write_history_csv(path: Path, rows: list[dict]) -> None:
+    columns = ["epoch", *HISTORY_COLUMNS]
+    lines = [",".join(columns)] + [",".join(repr(r[c]) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sigterm_as_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def train_cell(cfg) -> Path:
+    """Train every seed of one cell and write its outputs; returns the cell's folder."""
+    from initlab import tracking
+
+    torch.use_deterministic_algorithms(True)
+    device = resolve_device(cfg.device)
+    train, val = (tuple(t.to(device) for t in load_split(s)) for s in ("train", "val"))
+    train = (train[0].flatten(1), train[1])
+    val = (val[0].flatten(1), val[1])
+    if cfg.train.batch_size > len(train[1]):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed: at most "
+                          f"the {len(train[1])} training examples")
+    seeds = list(cfg.study.seeds)
+    cell = cell_name(cfg)
+    model = build_model(cfg, len(seeds))
+    model.initialize(INITS[cfg.init.name], [seed_generator(s, "init") for s in seeds],
+                     cfg.model.bias_init)
+    model.to(device)
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    out_dir = workspace_root() / "runs" / cell
+    tags = {"activation": cfg.activation.name, "init": cfg.init.name,
+            "depth": str(cfg.model.depth), "dataset": cfg.dataset.name,
+            "study": cfg.study.name, "dvc_stage": f"train@{cell}",
+            "git_commit": tracking.git_commit(), "device": str(device),
+            "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
+
+    signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    started = time.perf_counter()
+    with tracking.cell_runs(resolved, cell, seeds, tags) as runs:
+        def on_epoch(epoch, row, diverged_at):
+            runs.log_epoch(epoch, {
+                s: {k: float(row[k][s]) for k in HISTORY_COLUMNS}
+                for s in range(len(seeds)) if diverged_at[s] in (None, epoch)})
+
+        history, diverged_at = fit(model, optimizer, train, val, cfg.train.epochs,
+                                   cfg.train.batch_size,
+                                   [seed_generator(s, "data_order") for s in seeds], on_epoch)
+        seconds = time.perf_counter() - started
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
+            for s, seed in enumerate(seeds):
+                seed_dir = tmp / f"seed_{seed}"
+                seed_dir.mkdir()
+                rows = seed_history(history, s, diverged_at[s])
+                torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
+                           seed_dir / "model.pt")
+                write_history_csv(seed_dir / "history.csv", rows)
+                write_json(seed_dir / "summary.json", {
+                    "seed": seed,
+                    "best_val_accuracy": max(r["val_accuracy"] for r in rows),
+                    "final_val_accuracy": rows[-1]["val_accuracy"],
+                    "final_train_loss": rows[-1]["train_loss"],
+                    "epochs": rows[-1]["epoch"],
+                    "diverged": diverged_at[s] is not None,
+                })
+                runs.log_artifact(s, seed_dir / "history.csv")
+                if diverged_at[s] is not None:
+                    runs.mark_diverged(s, diverged_at[s])
+            write_json(tmp / "tracking.json", {
+                "mlflow_run_ids": dict(zip(map(str, seeds), runs.run_ids)),
+                "tracking_uri": tracking.tracking_uri(),
+                "device": str(device), "torch_threads": torch.get_num_threads(),
+                "train_seconds": seconds})
+    for s, seed in enumerate(seeds):
+        rows = seed_history(history, s, diverged_at[s])
+        state = f"diverged at epoch {diverged_at[s]}" if diverged_at[s] is not None else \
+            f"val acc {max(r['val_accuracy'] for r in rows):.4f}"
+        print(f"train: {cell} seed {seed}: {state}")
+    print(f"train: {cell}: {len(seeds)} seeds x {cfg.train.epochs} epochs in {seconds:.1f}s")
+    return out_dir
+
+
+def main() -> None:
+    with reported_errors():
+        cfg = load_config(sys.argv[1:])
+        train_cell(cfg)
+
+
+if __name__ == "__main__":
+    main()
