@@ -100,6 +100,9 @@ class Config:
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+_SECTIONS = {cls.__name__: cls for cls in (
+    DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, OptimizerConfig,
+    TrainConfig, ReportConfig, StudyConfig)}
 
 DEVICES = ("cpu", "cuda", "auto")
 BIAS_INITS = ("zero", "normal")
@@ -208,11 +211,21 @@ def read_params(root: Path) -> dict:
         raise ConfigError(f"{path}: malformed YAML: {e}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
-    allowed = [f.name for f in fields(Config)]
-    for section in params:
-        if section not in allowed:
-            raise ConfigError(f"{path}: unknown section {section!r}; allowed: {allowed}")
+    _check_keys(path, params, Config, "")
     return params
+
+
+def _check_keys(path: Path, values: dict, schema, prefix: str) -> None:
+    """Every key of params.yaml must exist in the schema (a misspelt key would be ignored)."""
+    allowed = {f.name: f.type for f in fields(schema)}
+    for key, value in values.items():
+        if key not in allowed:
+            where = f"in {prefix.rstrip('.')!r}" if prefix else "sections"
+            raise ConfigError(f"{path}: unknown key '{prefix}{key}'; allowed {where}: "
+                              f"{sorted(allowed)}")
+        nested = _SECTIONS.get(allowed[key])
+        if nested and isinstance(value, dict):
+            _check_keys(path, value, nested, f"{prefix}{key}.")
 
 
 def load_config(cli_overrides: list[str]) -> DictConfig:
@@ -229,7 +242,10 @@ def load_config(cli_overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"{root / PARAMS_FILE} or command line: {e}") from None
+        reasons = [str(e)] + ([str(e.__cause__)] if e.__cause__ else [])
+        message = "; ".join(line.strip() for r in reasons for line in r.splitlines()
+                            if line.strip())
+        raise ConfigError(f"{root / PARAMS_FILE} or command line: {message}") from None
     validate(cfg)
     return cfg
 

@@ -15,6 +15,7 @@ data, and writes runs/<activation>-<init>/ atomically:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -42,6 +43,15 @@ def seed_generator(seed: int, stream: str) -> torch.Generator:
     are fixed by the seed alone."""
     state = np.random.SeedSequence([seed, RANDOM_STREAMS.index(stream)]).generate_state(1)
     return torch.Generator().manual_seed(int(state[0]))
+
+
+def use_threads_for(n_seeds: int) -> int:
+    """Use at most one CPU thread per seed. Batched matmuls then run each seed's matmul on one
+    thread (a single multi-threaded matmul splits its sums differently), so a seed's numbers
+    do not depend on which other seeds share the batch. Returns the thread count."""
+    threads = max(1, min(len(os.sched_getaffinity(0)), n_seeds))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,6 +86,7 @@ def fit(model, optimizer, train, val, epochs: int, batch_size: int, order_genera
     Returns the history (per epoch, tensors over seeds) and each seed's divergence epoch."""
     (x_train, y_train), (x_val, y_val) = train, val
     n_seeds, n = len(order_generators), len(y_train)
+    use_threads_for(n_seeds)
     diverged_at: list[int | None] = [None] * n_seeds
 
     def record(epoch, train_loss, train_acc):

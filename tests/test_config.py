@@ -1,0 +1,59 @@
+"""Bad config: one clear error naming the key, the bad value and what is allowed; exit status
+2; nothing written; no MLflow run."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import project_env, run
+
+CASES = [
+    # (command-line overrides, params.yaml text replacements, expected message parts)
+    (["activation=swish"], {}, ["activation/swish", "Available options", "relu"]),
+    (["init=glorot"], {}, ["init/glorot", "Available options", "xavier"]),
+    (["dataset=imagenet"], {}, ["dataset/imagenet", "Available options", "mnist_subset"]),
+    (["optimizer=rmsprop"], {}, ["optimizer/rmsprop", "Available options", "adam"]),
+    (["optimizer.lr=0"], {}, ["optimizer.lr=0.0", "must be > 0"]),
+    (["study.seeds=[]"], {}, ["study.seeds=[]", "non-empty list"]),
+    (["train.epochs=ten"], {}, ["train.epochs", "'ten'", "Integer"]),
+    (["model.depth=[2,3]"], {}, ["model.depth", "[2, 3]", "Integer"]),
+    (["model.depth=0"], {}, ["model.depth=0", ">= 1"]),
+    (["train.batch_size=100000"], {}, ["train.batch_size=100000", "3500 training examples"]),
+    ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
+    ([], {"model:": "modle:"}, ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),
+    ([], {"  depth:": "  dpeth:"}, ["params.yaml", "unknown key 'model.dpeth'", "'depth'"]),
+    ([], {"study:\n": "study: [\n"}, ["params.yaml", "malformed YAML"]),
+]
+
+
+@pytest.fixture
+def params_restored(prepared_project):
+    path = prepared_project / "params.yaml"
+    original = path.read_text()
+    yield path
+    path.write_text(original)
+
+
+@pytest.mark.parametrize("overrides,edits,expected", CASES,
+                         ids=[" ".join(c[0]) or next(iter(c[1].values())).split()[-1]
+                              for c in CASES])
+def test_bad_config_fails_clearly(prepared_project, params_restored, tmp_path, overrides,
+                                  edits, expected):
+    text = params_restored.read_text()
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    params_restored.write_text(text)
+    store = tmp_path / "mlflow.db"
+    env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he",
+                  *overrides], prepared_project, check=False, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("initlab: error:")
+    for part in expected:
+        assert part in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (prepared_project / "runs" / "relu-he").exists()
+    assert not store.exists()  # failed before any MLflow run was created

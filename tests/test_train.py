@@ -1,0 +1,96 @@
+"""One cell trains for real on the prepared data; seeds are independent and reproducible."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from initlab.config import load_config
+from initlab.data.prepare import load_split
+from initlab.inits import INITS
+from initlab.optim import OPTIMIZERS
+from initlab.tracking import client, experiment_id
+from initlab.train import build_model, fit, seed_generator, train_cell
+
+TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
+
+
+def _fit(cfg, seeds):
+    (xt, yt), (xv, yv) = load_split("train"), load_split("val")
+    model = build_model(cfg, len(seeds))
+    model.initialize(INITS[cfg.init.name], [seed_generator(s, "init") for s in seeds], "zero")
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+    history, diverged = fit(model, optimizer, (xt[:600].flatten(1), yt[:600]),
+                            (xv.flatten(1), yv), cfg.train.epochs, cfg.train.batch_size,
+                            [seed_generator(s, "data_order") for s in seeds])
+    return model, history, diverged
+
+
+def test_cell_trains_and_writes_its_outputs(in_project):
+    cfg = load_config(["activation=relu", "init=he", *TINY])
+    out = train_cell(cfg)
+    assert out == in_project / "runs" / "relu-he"
+    for seed in cfg.study.seeds:
+        history = pd.read_csv(out / f"seed_{seed}" / "history.csv")
+        assert list(history.epoch) == [0, 1, 2]
+        assert history.val_accuracy.iloc[-1] > 0.5  # learned something in 2 epochs
+        assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+        summary = json.loads((out / f"seed_{seed}" / "summary.json").read_text())
+        assert summary["diverged"] is False
+        assert summary["best_val_accuracy"] == history.val_accuracy.max()
+        state = torch.load(out / f"seed_{seed}" / "model.pt", weights_only=True)
+        assert state["weights.0"].shape == (784, 16)
+    runs = json.loads((out / "tracking.json").read_text())["mlflow_run_ids"]
+    mlflow_client = client()
+    for seed, run_id in runs.items():
+        run = mlflow_client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"relu-he-s{seed}"
+        assert run.data.params["model.depth"] == "2"
+        assert [m.step for m in mlflow_client.get_metric_history(run_id, "val_accuracy")] \
+            == [0, 1, 2]
+    assert not list(in_project.glob("runs/.*tmp*"))  # no temp folder left behind
+
+
+def test_seed_alone_equals_seed_in_batch(in_project):
+    cfg = load_config(["activation=tanh", "init=xavier", *TINY])
+    batched, history_b, _ = _fit(cfg, [0, 1, 2])
+    alone, history_a, _ = _fit(cfg, [1])
+    for w_b, w_a in zip(batched.weights, alone.weights):
+        assert torch.equal(w_b[1], w_a[0])
+    for row_b, row_a in zip(history_b, history_a):
+        for key in row_b:
+            assert row_b[key][1].item() == row_a[key][0].item()
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(in_project):
+    cfg = load_config(["activation=sigmoid", "init=uniform", *TINY])
+    _, first, _ = _fit(cfg, [0, 1])
+    _, second, _ = _fit(cfg, [0, 1])
+    for a, b in zip(first, second):
+        for key in a:
+            assert torch.equal(a[key], b[key])
+
+
+def test_divergent_learning_rate_marks_runs_diverged(in_project):
+    cfg = load_config(["activation=tanh", "init=normal", "optimizer.lr=1e38", *TINY])
+    out = train_cell(cfg)
+    mlflow_client = client()
+    runs = json.loads((out / "tracking.json").read_text())["mlflow_run_ids"]
+    for seed in cfg.study.seeds:
+        summary = json.loads((out / f"seed_{seed}" / "summary.json").read_text())
+        assert summary["diverged"] is True
+        history = pd.read_csv(out / f"seed_{seed}" / "history.csv")
+        assert not math.isfinite(history.train_loss.iloc[-1])
+        run = mlflow_client.get_run(runs[str(seed)])
+        assert run.info.status == "FAILED" and "diverged" in run.data.tags
+
+
+def test_experiment_opens_in_model_training_view(in_project):
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment(experiment_id(mlflow_client, "tagged"))
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
