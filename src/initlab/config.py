@@ -44,6 +44,7 @@ class ModelConfig:
     depth: int = 3
     width: int = 256
     bias_init: str = "zero"
+    batchnorm: bool = False
 
 
 @dataclass
@@ -52,8 +53,25 @@ class ActivationConfig:
 
 
 @dataclass
+class LsuvConfig:
+    tol: float = 0.1
+    max_iter: int = 10
+    batch_size: int = 500
+
+
+@dataclass
+class RbmConfig:
+    epochs: int = 5
+    k: int = 1
+    lr: float = 0.1
+    batch_size: int = 100
+
+
+@dataclass
 class InitConfig:
     name: str = MISSING
+    lsuv: LsuvConfig | None = None  # options of the data-dependent inits, set by their YAML
+    rbm: RbmConfig | None = None
 
 
 @dataclass
@@ -101,8 +119,8 @@ class Config:
 
 ConfigStore.instance().store(name="schema", node=Config)
 _SECTIONS = {cls.__name__: cls for cls in (
-    DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, OptimizerConfig,
-    TrainConfig, ReportConfig, StudyConfig)}
+    DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
+    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig)}
 
 DEVICES = ("cpu", "cuda", "auto")
 BIAS_INITS = ("zero", "normal")
@@ -117,13 +135,16 @@ def validate(cfg: DictConfig) -> None:
     """Check ranges and registry names that the schema's types cannot express."""
     from initlab.activations import ACTIVATIONS
     from initlab.inits import INITS
+    from initlab.inits.data_dependent import DATA_INITS
     from initlab.optim import OPTIMIZERS
+
+    inits = {**INITS, **DATA_INITS}
 
     for key, names, registry in [
         ("activation", [cfg.activation.name], ACTIVATIONS),
         ("study.activations", cfg.study.activations, ACTIVATIONS),
-        ("init", [cfg.init.name], INITS),
-        ("study.inits", cfg.study.inits, INITS),
+        ("init", [cfg.init.name], inits),
+        ("study.inits", cfg.study.inits, inits),
     ]:
         for name in names:
             _require(name in registry, key, name, f"one of {sorted(registry)}")
@@ -145,6 +166,17 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "must be >= 1")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size,
              "must be >= 1")
+    if cfg.init.lsuv is not None:
+        _require(cfg.init.lsuv.tol > 0, "init.lsuv.tol", cfg.init.lsuv.tol, "must be > 0")
+        _require(cfg.init.lsuv.max_iter >= 0, "init.lsuv.max_iter", cfg.init.lsuv.max_iter,
+                 "must be >= 0")
+        _require(cfg.init.lsuv.batch_size >= 2, "init.lsuv.batch_size",
+                 cfg.init.lsuv.batch_size, "must be >= 2")
+    if cfg.init.rbm is not None:
+        for key in ("epochs", "k", "batch_size"):
+            _require(cfg.init.rbm[key] >= 1, f"init.rbm.{key}", cfg.init.rbm[key],
+                     "must be >= 1")
+        _require(cfg.init.rbm.lr > 0, "init.rbm.lr", cfg.init.rbm.lr, "must be > 0")
     _require(cfg.device in DEVICES, "device", cfg.device, f"one of {list(DEVICES)}")
     fractions = cfg.split.val_fraction + cfg.split.test_fraction
     _require(0 < cfg.split.val_fraction and 0 < cfg.split.test_fraction and fractions < 1,
@@ -223,7 +255,7 @@ def _check_keys(path: Path, values: dict, schema, prefix: str) -> None:
             where = f"in {prefix.rstrip('.')!r}" if prefix else "sections"
             raise ConfigError(f"{path}: unknown key '{prefix}{key}'; allowed {where}: "
                               f"{sorted(allowed)}")
-        nested = _SECTIONS.get(allowed[key])
+        nested = _SECTIONS.get(str(allowed[key]).split(" ")[0])  # "LsuvConfig | None"
         if nested and isinstance(value, dict):
             _check_keys(path, value, nested, f"{prefix}{key}.")
 

@@ -88,6 +88,17 @@ class CellRuns:
             self.client.log_batch(self.run_ids[s], metrics=[
                 Metric(key, value, now, epoch) for key, value in metrics.items()])
 
+    def log_steps(self, log: dict[str, "torch.Tensor"]) -> None:
+        """Log metric -> (steps, seeds) tensors, `step` = row: one `log_batch` per run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for s, run_id in enumerate(self.run_ids):
+            metrics = [Metric(key, float(values[step, s]), now, step)
+                       for key, values in log.items() for step in range(len(values))]
+            for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+                self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
     def log_artifact(self, seed_index: int, path) -> None:
         self.client.log_artifact(self.run_ids[seed_index], str(path))
 

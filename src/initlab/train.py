@@ -30,6 +30,7 @@ from initlab.activations import ACTIVATIONS
 from initlab.config import ConfigError, cell_name, load_config, reported_errors, workspace_root
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.inits import INITS
+from initlab.inits.data_dependent import DATA_INITS
 from initlab.io import atomic_path, sha256, write_json
 from initlab.models import SeedBatchedMLP
 from initlab.optim import OPTIMIZERS
@@ -65,13 +66,31 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg, n_models: int) -> SeedBatchedMLP:
     return SeedBatchedMLP(n_models, int(np.prod(cfg.dataset.image_shape)),
                           cfg.dataset.num_classes, cfg.model.depth, cfg.model.width,
-                          ACTIVATIONS[cfg.activation.name])
+                          ACTIVATIONS[cfg.activation.name], cfg.model.batchnorm)
+
+
+def initialize(model: SeedBatchedMLP, init_cfg, bias_init: str, seeds: list[int],
+               x_train: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Draw the weights of every seed with the configured init. A data-dependent init
+    (`initlab.inits.data_dependent`) draws its pre-init, then runs on the training inputs.
+    Returns the init's log: metric name -> (steps, seeds)."""
+    generators = [seed_generator(s, "init") for s in seeds]
+    data_init = DATA_INITS.get(init_cfg.name)
+    if data_init is None:
+        model.initialize(INITS[init_cfg.name], generators, bias_init)
+        return {}
+    model.initialize(INITS[data_init.pre_init], generators, bias_init)
+    return data_init.fn(model, x_train, generators, init_cfg[init_cfg.name])
 
 
 @torch.no_grad()
 def evaluate(model: SeedBatchedMLP, x: torch.Tensor, y: torch.Tensor):
-    """Per-seed (loss, accuracy) on one split: x (N, D) shared by every seed."""
+    """Per-seed (loss, accuracy) on one split: x (N, D) shared by every seed, in eval mode
+    (batch norm uses its running statistics)."""
+    was_training = model.training
+    model.eval()
     logits = model(x.expand(len(model.weights[0]), *x.shape))
+    model.train(was_training)
     losses = F.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
                              reduction="none").mean(1)
     return losses, (logits.argmax(-1) == y).float().mean(1)
@@ -153,10 +172,10 @@ def train_cell(cfg) -> Path:
                           f"the {len(train[1])} training examples")
     seeds = list(cfg.study.seeds)
     cell = cell_name(cfg)
-    model = build_model(cfg, len(seeds))
-    model.initialize(INITS[cfg.init.name], [seed_generator(s, "init") for s in seeds],
-                     cfg.model.bias_init)
-    model.to(device)
+    model = build_model(cfg, len(seeds)).to(device)
+    started = time.perf_counter()
+    init_log = initialize(model, cfg.init, cfg.model.bias_init, seeds, train[0])
+    init_seconds = time.perf_counter() - started
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     out_dir = workspace_root() / "runs" / cell
@@ -167,8 +186,9 @@ def train_cell(cfg) -> Path:
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
 
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
-    started = time.perf_counter()
     with tracking.cell_runs(resolved, cell, seeds, tags) as runs:
+        runs.log_steps({**init_log, "init_seconds": torch.full((1, len(seeds)), init_seconds)})
+        started = time.perf_counter()
         def on_epoch(epoch, row, diverged_at):
             runs.log_epoch(epoch, {
                 s: {k: float(row[k][s]) for k in HISTORY_COLUMNS}
@@ -203,7 +223,7 @@ def train_cell(cfg) -> Path:
                 "mlflow_run_ids": dict(zip(map(str, seeds), runs.run_ids)),
                 "tracking_uri": tracking.tracking_uri(),
                 "device": str(device), "torch_threads": torch.get_num_threads(),
-                "train_seconds": seconds})
+                "init_seconds": init_seconds, "train_seconds": seconds})
     for s, seed in enumerate(seeds):
         rows = seed_history(history, s, diverged_at[s])
         state = f"diverged at epoch {diverged_at[s]}" if diverged_at[s] is not None else \

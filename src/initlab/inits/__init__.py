@@ -116,3 +116,4 @@ INITS: dict[str, Init] = {
     "kaiming_normal": kaiming_normal,
     "orthogonal": orthogonal,
 }
+
