@@ -97,6 +97,7 @@ class ReportConfig:
 
 @dataclass
 class StudyConfig:
+    """The grid sweep: every activation x init at the model's depth, every seed."""
     name: str = "default"
     activations: list[str] = field(default_factory=lambda: ["relu"])
     inits: list[str] = field(default_factory=lambda: ["xavier"])
@@ -104,8 +105,28 @@ class StudyConfig:
 
 
 @dataclass
+class DepthSweepConfig:
+    """The vanishing-gradient sweep: depth x activation x init, at its own width and epochs."""
+    depths: list[int] = field(default_factory=list)
+    activations: list[str] = field(default_factory=list)
+    inits: list[str] = field(default_factory=list)
+    width: int = 128
+    epochs: int = 5
+
+
+@dataclass
+class BatchnormSweepConfig:
+    """The grid's model with batch norm: activation x init."""
+    activations: list[str] = field(default_factory=list)
+    inits: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
+    depth_sweep: DepthSweepConfig = field(default_factory=DepthSweepConfig)
+    batchnorm_sweep: BatchnormSweepConfig = field(default_factory=BatchnormSweepConfig)
+    run_dir: str = MISSING  # where a cell writes its outputs, relative to the workspace
     device: str = "cpu"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -120,7 +141,8 @@ class Config:
 ConfigStore.instance().store(name="schema", node=Config)
 _SECTIONS = {cls.__name__: cls for cls in (
     DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
-    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig)}
+    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, DepthSweepConfig,
+    BatchnormSweepConfig)}
 
 DEVICES = ("cpu", "cuda", "auto")
 BIAS_INITS = ("zero", "normal")
@@ -142,9 +164,10 @@ def validate(cfg: DictConfig) -> None:
 
     for key, names, registry in [
         ("activation", [cfg.activation.name], ACTIVATIONS),
-        ("study.activations", cfg.study.activations, ACTIVATIONS),
         ("init", [cfg.init.name], inits),
-        ("study.inits", cfg.study.inits, inits),
+        *[(f"{sweep}.{kind}", cfg[sweep][kind], ACTIVATIONS if kind == "activations" else inits)
+          for sweep in ("study", "depth_sweep", "batchnorm_sweep")
+          for kind in ("activations", "inits")],
     ]:
         for name in names:
             _require(name in registry, key, name, f"one of {sorted(registry)}")
@@ -158,9 +181,14 @@ def validate(cfg: DictConfig) -> None:
     seeds = list(cfg.study.seeds)
     _require(len(seeds) > 0, "study.seeds", seeds, "a non-empty list of integers")
     _require(len(set(seeds)) == len(seeds), "study.seeds", seeds, "each seed at most once")
-    _require(cfg.model.depth >= 1, "model.depth", cfg.model.depth,
-             "the number of weight layers, >= 1")
+    for key, depth in [("model.depth", cfg.model.depth),
+                       *[("depth_sweep.depths", d) for d in cfg.depth_sweep.depths]]:
+        _require(depth >= 1, key, depth, "the number of weight layers, >= 1")
     _require(cfg.model.width >= 1, "model.width", cfg.model.width, "must be >= 1")
+    _require(cfg.depth_sweep.width >= 1, "depth_sweep.width", cfg.depth_sweep.width,
+             "must be >= 1")
+    _require(cfg.depth_sweep.epochs >= 1, "depth_sweep.epochs", cfg.depth_sweep.epochs,
+             "must be >= 1")
     _require(cfg.model.bias_init in BIAS_INITS, "model.bias_init", cfg.model.bias_init,
              f"one of {list(BIAS_INITS)}")
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "must be >= 1")
@@ -204,9 +232,16 @@ def tracking_root() -> Path:
     return root
 
 
-def cell_name(cfg: DictConfig) -> str:
-    """A training cell's name: `<activation>-<init>`, the folder under runs/ and the MLflow tag."""
-    return f"{cfg.activation.name}-{cfg.init.name}"
+def study_cells(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(sweep, run_dir) of every training cell of the study, as dvc.yaml's matrices make them:
+    runs/grid/<act>-<init>, runs/depth/<act>-<init>-d<depth>, runs/batchnorm/<act>-<init>-bn."""
+    grid = [("grid", f"runs/grid/{a}-{i}")
+            for a in cfg.study.activations for i in cfg.study.inits]
+    depth = [("depth", f"runs/depth/{a}-{i}-d{d}") for d in cfg.depth_sweep.depths
+             for a in cfg.depth_sweep.activations for i in cfg.depth_sweep.inits]
+    batchnorm = [("batchnorm", f"runs/batchnorm/{a}-{i}-bn")
+                 for a in cfg.batchnorm_sweep.activations for i in cfg.batchnorm_sweep.inits]
+    return grid + depth + batchnorm
 
 
 

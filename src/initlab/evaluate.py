@@ -15,24 +15,24 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from initlab.config import ConfigError, load_config, reported_errors, workspace_root
+from initlab.config import (ConfigError, load_config, reported_errors, study_cells,
+                            workspace_root)
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path
 
 RESULTS_CSV = Path("reports") / "results.csv"
 
 
-def cell_dirs(cfg) -> list[Path]:
-    """runs/<activation>-<init> for every cell of the study, in params.yaml's order."""
-    runs = workspace_root() / "runs"
-    dirs = [runs / f"{a}-{i}" for a in cfg.study.activations for i in cfg.study.inits]
-    missing = [str(d) for d in dirs if not (d / "config.yaml").is_file()]
+def cell_dirs(cfg) -> list[tuple[str, Path]]:
+    """(sweep, folder) of every cell of the study (`initlab.config.study_cells`)."""
+    cells = [(sweep, workspace_root() / run_dir) for sweep, run_dir in study_cells(cfg)]
+    missing = [str(d) for _, d in cells if not (d / "config.yaml").is_file()]
     if missing:
         raise ConfigError(f"training outputs missing: {missing}; run `dvc repro` to train them")
-    return dirs
+    return cells
 
 
-def evaluate_cell(cell_dir: Path, x_test, y_test) -> list[dict]:
+def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
     from initlab.train import build_model, evaluate
 
     cfg = OmegaConf.load(cell_dir / "config.yaml")
@@ -44,8 +44,10 @@ def evaluate_cell(cell_dir: Path, x_test, y_test) -> list[dict]:
         model.load_seed_state_dicts([torch.load(seed_dir / "model.pt", weights_only=True)])
         test_loss, test_accuracy = (float(v[0]) for v in evaluate(model, x_test, y_test))
         rows.append({
-            "study": cfg.study.name, "cell": cell_dir.name, "activation": cfg.activation.name,
-            "init": cfg.init.name, "depth": cfg.model.depth, "seed": seed,
+            "study": cfg.study.name, "sweep": sweep, "cell": cell_dir.name,
+            "run_dir": cfg.run_dir, "activation": cfg.activation.name, "init": cfg.init.name,
+            "depth": cfg.model.depth, "width": cfg.model.width,
+            "batchnorm": cfg.model.batchnorm, "seed": seed,
             "test_accuracy": float("nan") if summary["diverged"] else test_accuracy,
             "test_loss": float("nan") if summary["diverged"] else test_loss,
             **{k: summary[k] for k in ("best_val_accuracy", "final_val_accuracy",
@@ -72,20 +74,20 @@ def log_test_metrics(cell_dir: Path, rows: list[dict], mlflow_client) -> None:
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
-        dirs = cell_dirs(cfg)
+        cells = cell_dirs(cfg)
         x_test, y_test = load_split("test")
         x_test = x_test.flatten(1)
         from initlab import tracking
 
         mlflow_client = tracking.client()
         rows = []
-        for cell_dir in dirs:
-            cell_rows = evaluate_cell(cell_dir, x_test, y_test)
+        for sweep, cell_dir in cells:
+            cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
             log_test_metrics(cell_dir, cell_rows, mlflow_client)
             rows += cell_rows
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
-        print(f"evaluate: {len(rows)} runs in {len(dirs)} cells -> {RESULTS_CSV}")
+        print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")
 
 
 if __name__ == "__main__":

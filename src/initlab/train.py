@@ -4,11 +4,12 @@
 
 composes conf/ + params.yaml + these overrides (`initlab.config.load_config`), trains the
 seeds as one seed-batched model (`initlab.models`) on the train split, picks nothing by test
-data, and writes runs/<activation>-<init>/ atomically:
+data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomically:
 
     config.yaml                 the composed config the results depend on
     seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
     seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
+    seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)
     seed_<s>/summary.json       best val accuracy, diverged or not
     tracking.json               MLflow run ids, device, seconds (not results)
 """
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +29,19 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from initlab.activations import ACTIVATIONS
-from initlab.config import ConfigError, cell_name, load_config, reported_errors, workspace_root
+from initlab.config import ConfigError, load_config, reported_errors, workspace_root
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
 from initlab.io import atomic_path, sha256, write_json
 from initlab.models import SeedBatchedMLP
 from initlab.optim import OPTIMIZERS
+from initlab.probes import layer_statistics
+from initlab.progress import Progress
 
 HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 RANDOM_STREAMS = ("init", "data_order")
+PROBE_SIZE = 256  # the first training examples: a fixed batch for the layer statistics
 
 
 def seed_generator(seed: int, stream: str) -> torch.Generator:
@@ -96,29 +101,46 @@ def evaluate(model: SeedBatchedMLP, x: torch.Tensor, y: torch.Tensor):
     return losses, (logits.argmax(-1) == y).float().mean(1)
 
 
-def fit(model, optimizer, train, val, epochs: int, batch_size: int, order_generators,
-        on_epoch=None) -> tuple[list[dict], list[int | None]]:
-    """Minibatch training of every seed at once. Each seed draws its own data order. A seed
-    whose epoch loss is NaN/inf has diverged: its history stops there and it is left alone
-    (nothing crosses the seed axis, so the others go on unaffected).
+@dataclass
+class FitResult:
+    history: list[dict[str, torch.Tensor]]  # per epoch: HISTORY_COLUMNS -> (seeds,)
+    layer_stats: list[dict[str, torch.Tensor]]  # per epoch: probes.LAYER_STATS -> (seeds, layers)
+    diverged_at: list[int | None]  # per seed: the epoch its loss became NaN/inf, or None
 
-    Returns the history (per epoch, tensors over seeds) and each seed's divergence epoch."""
+    def seed_rows(self, s: int) -> tuple[list[dict], list[dict]]:
+        """Seed s's history rows and per-layer rows, up to the epoch it diverged at."""
+        last = len(self.history) - 1 if self.diverged_at[s] is None else self.diverged_at[s]
+        history = [{"epoch": e, **{k: float(row[k][s]) for k in HISTORY_COLUMNS}}
+                   for e, row in enumerate(self.history[: last + 1])]
+        layers = [{"epoch": e, "layer": layer, **{k: float(v[s, layer]) for k, v in row.items()}}
+                  for e, row in enumerate(self.layer_stats[: last + 1])
+                  for layer in range(row["grad_norm"].shape[1])]
+        return history, layers
+
+
+def fit(model, optimizer, train, val, probe, epochs: int, batch_size: int, order_generators,
+        on_epoch=None) -> FitResult:
+    """Minibatch training of every seed at once; each seed draws its own data order. At init
+    (epoch 0) and after every epoch it records the train/val loss and accuracy and the layer
+    statistics on the fixed probe batch (`initlab.probes`). A seed whose epoch loss is NaN/inf
+    has diverged: its record stops there and it is left alone (nothing crosses the seed axis,
+    so the others go on unaffected)."""
     (x_train, y_train), (x_val, y_val) = train, val
     n_seeds, n = len(order_generators), len(y_train)
     use_threads_for(n_seeds)
-    diverged_at: list[int | None] = [None] * n_seeds
+    result = FitResult([], [], [None] * n_seeds)
 
     def record(epoch, train_loss, train_acc):
         val_loss, val_acc = evaluate(model, x_val, y_val)
         row = dict(zip(HISTORY_COLUMNS, (train_loss, train_acc, val_loss, val_acc)))
         for s in range(n_seeds):
-            if diverged_at[s] is None and not torch.isfinite(row["train_loss"][s]):
-                diverged_at[s] = epoch
-        history.append(row)
+            if result.diverged_at[s] is None and not torch.isfinite(train_loss[s]):
+                result.diverged_at[s] = epoch
+        result.history.append(row)
+        result.layer_stats.append(layer_statistics(model, *probe))
         if on_epoch:
-            on_epoch(epoch, row, diverged_at)
+            on_epoch(epoch, result)
 
-    history: list[dict] = []
     record(0, *evaluate(model, x_train, y_train))
     for epoch in range(1, epochs + 1):
         order = torch.stack([torch.randperm(n, generator=g) for g in order_generators])
@@ -136,22 +158,28 @@ def fit(model, optimizer, train, val, epochs: int, batch_size: int, order_genera
             loss_sum += losses.detach() * idx.shape[1]
             correct += (logits.detach().argmax(-1) == y).sum(1)
         record(epoch, loss_sum / n, correct / n)
-        if all(d is not None for d in diverged_at):
+        if all(d is not None for d in result.diverged_at):
             break
-    return history, diverged_at
+    return result
 
 
-def seed_history(history: list[dict], s: int, diverged_epoch: int | None) -> list[dict]:
-    """Seed s's rows, up to and including the epoch it diverged at."""
-    last = len(history) - 1 if diverged_epoch is None else diverged_epoch
-    return [{"epoch": e, **{k: float(row[k][s]) for k in HISTORY_COLUMNS}}
-            for e, row in enumerate(history[: last + 1])]
-
-
-def write_history_csv(path: Path, rows: list[dict]) -> None:
-    columns = ["epoch", *HISTORY_COLUMNS]
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of numbers as CSV (repr keeps every float's bits)."""
+    columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(repr(r[c]) for c in columns) for r in rows]
     path.write_text("\n".join(lines) + "\n")
+
+
+def epoch_metrics(result: FitResult, epoch: int, s: int) -> dict[str, float]:
+    """Seed s's MLflow metrics of one epoch: the history, and `layer<l>/<stat>` per layer."""
+    metrics = {k: float(v[s]) for k, v in result.history[epoch].items()}
+    stats = result.layer_stats[epoch]
+    for stat, values in stats.items():
+        for layer, value in enumerate(values[s].tolist()):
+            metrics[f"layer{layer}/{stat}"] = value
+    grad = stats["grad_norm"][s]
+    metrics["grad_ratio_first_last"] = float(grad[0] / grad[-1])
+    return metrics
 
 
 def _sigterm_as_exit(signum, frame):
@@ -162,74 +190,79 @@ def train_cell(cfg) -> Path:
     """Train every seed of one cell and write its outputs; returns the cell's folder."""
     from initlab import tracking
 
-    torch.use_deterministic_algorithms(True)
+    tracking.check_reachable(tracking.tracking_uri())
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        # On the CPU every op used here is deterministic already, and the call would cost
+        # ~3 s of imports (torch._dynamo) per cell.
+        torch.use_deterministic_algorithms(True)
     train, val = (tuple(t.to(device) for t in load_split(s)) for s in ("train", "val"))
     train = (train[0].flatten(1), train[1])
     val = (val[0].flatten(1), val[1])
     if cfg.train.batch_size > len(train[1]):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed: at most "
                           f"the {len(train[1])} training examples")
+    probe = (train[0][:PROBE_SIZE], train[1][:PROBE_SIZE])
     seeds = list(cfg.study.seeds)
-    cell = cell_name(cfg)
+    out_dir = workspace_root() / cfg.run_dir
+    cell = out_dir.name
     model = build_model(cfg, len(seeds)).to(device)
     started = time.perf_counter()
     init_log = initialize(model, cfg.init, cfg.model.bias_init, seeds, train[0])
     init_seconds = time.perf_counter() - started
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    out_dir = workspace_root() / "runs" / cell
     tags = {"activation": cfg.activation.name, "init": cfg.init.name,
-            "depth": str(cfg.model.depth), "dataset": cfg.dataset.name,
-            "study": cfg.study.name, "dvc_stage": f"train@{cell}",
+            "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
+            "dataset": cfg.dataset.name, "study": cfg.study.name,
+            "sweep": Path(cfg.run_dir).parent.name, "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
             "git_commit": tracking.git_commit(), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
 
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
     with tracking.cell_runs(resolved, cell, seeds, tags) as runs:
         runs.log_steps({**init_log, "init_seconds": torch.full((1, len(seeds)), init_seconds)})
-        started = time.perf_counter()
-        def on_epoch(epoch, row, diverged_at):
-            runs.log_epoch(epoch, {
-                s: {k: float(row[k][s]) for k in HISTORY_COLUMNS}
-                for s in range(len(seeds)) if diverged_at[s] in (None, epoch)})
+        progress = Progress(cell, seeds, cfg.train.epochs)
 
-        history, diverged_at = fit(model, optimizer, train, val, cfg.train.epochs,
-                                   cfg.train.batch_size,
-                                   [seed_generator(s, "data_order") for s in seeds], on_epoch)
+        def on_epoch(epoch, result):
+            alive = [s for s in range(len(seeds)) if result.diverged_at[s] in (None, epoch)]
+            runs.log_epoch(epoch, {s: epoch_metrics(result, epoch, s) for s in alive})
+            progress.update(epoch, result)
+
+        started = time.perf_counter()
+        result = fit(model, optimizer, train, val, probe, cfg.train.epochs,
+                     cfg.train.batch_size, [seed_generator(s, "data_order") for s in seeds],
+                     on_epoch)
         seconds = time.perf_counter() - started
+        progress.close(result)
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
             for s, seed in enumerate(seeds):
                 seed_dir = tmp / f"seed_{seed}"
                 seed_dir.mkdir()
-                rows = seed_history(history, s, diverged_at[s])
+                rows, layer_rows = result.seed_rows(s)
                 torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
                            seed_dir / "model.pt")
-                write_history_csv(seed_dir / "history.csv", rows)
+                write_csv(seed_dir / "history.csv", rows)
+                write_csv(seed_dir / "layers.csv", layer_rows)
                 write_json(seed_dir / "summary.json", {
                     "seed": seed,
                     "best_val_accuracy": max(r["val_accuracy"] for r in rows),
                     "final_val_accuracy": rows[-1]["val_accuracy"],
                     "final_train_loss": rows[-1]["train_loss"],
                     "epochs": rows[-1]["epoch"],
-                    "diverged": diverged_at[s] is not None,
+                    "diverged": result.diverged_at[s] is not None,
                 })
                 runs.log_artifact(s, seed_dir / "history.csv")
-                if diverged_at[s] is not None:
-                    runs.mark_diverged(s, diverged_at[s])
+                runs.log_artifact(s, seed_dir / "layers.csv")
+                if result.diverged_at[s] is not None:
+                    runs.mark_diverged(s, result.diverged_at[s])
             write_json(tmp / "tracking.json", {
-                "mlflow_run_ids": dict(zip(map(str, seeds), runs.run_ids)),
+                "mlflow_run_ids": dict(zip(map(str, seeds), runs.wait())),
                 "tracking_uri": tracking.tracking_uri(),
                 "device": str(device), "torch_threads": torch.get_num_threads(),
                 "init_seconds": init_seconds, "train_seconds": seconds})
-    for s, seed in enumerate(seeds):
-        rows = seed_history(history, s, diverged_at[s])
-        state = f"diverged at epoch {diverged_at[s]}" if diverged_at[s] is not None else \
-            f"val acc {max(r['val_accuracy'] for r in rows):.4f}"
-        print(f"train: {cell} seed {seed}: {state}")
-    print(f"train: {cell}: {len(seeds)} seeds x {cfg.train.epochs} epochs in {seconds:.1f}s")
     return out_dir
 
 

@@ -25,11 +25,11 @@ def majority_rate(split: str = "test") -> float:
 
 
 def read_histories(results: pd.DataFrame):
-    runs = workspace_root() / "runs"
-    frames = [pd.read_csv(runs / cell / f"seed_{seed}" / "history.csv").assign(
+    root = workspace_root()
+    frames = [pd.read_csv(root / run_dir / f"seed_{seed}" / "history.csv").assign(
                   activation=activation, init=init, seed=seed)
-              for cell, activation, init, seed in results[
-                  ["cell", "activation", "init", "seed"]].itertuples(index=False)]
+              for run_dir, activation, init, seed in results[
+                  ["run_dir", "activation", "init", "seed"]].itertuples(index=False)]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -95,6 +95,7 @@ def main() -> None:
     chance = majority_rate()
     results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), chance,
                                         cfg.report.chance_margin)
+    results = results[results.sweep == "grid"]
     stats = tables.cell_stats(results)
     grid = tables.accuracy_grid(stats, inits, activations)
     info = summary(stats, results, chance, cfg.study.name)
