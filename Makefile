@@ -21,3 +21,10 @@ test: setup
 
 ui: setup
 	python -m initlab.ui
+
+.PHONY: bench bench-quick
+bench: setup
+	python -m initlab.bench
+
+bench-quick: setup
+	python -m initlab.bench --quick

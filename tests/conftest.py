@@ -48,6 +48,9 @@ def update_params(root: Path, **sections) -> None:
 SMALL_STUDY = dict(
     study={"name": "small", "activations": ["tanh", "relu"], "inits": ["zero", "he"],
            "seeds": [0, 1]},
+    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
+                 "epochs": 1},
+    batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
     model={"depth": 2, "width": 32},
     train={"epochs": 2, "batch_size": 128},
 )
@@ -85,3 +88,12 @@ def in_project(prepared_project, tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(prepared_project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return prepared_project
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory):
+    """A copy of the project that ran the real `dvc repro` of SMALL_STUDY, with its own MLflow
+    store at its root: (root, the repro's output). test_pipeline.py changes it as it goes."""
+    root = copy_project(tmp_path_factory.mktemp("study"))
+    update_params(root, **SMALL_STUDY)
+    return root, run(["dvc", "repro"], root)

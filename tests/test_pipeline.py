@@ -10,17 +10,15 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SMALL_STUDY, copy_project, run, update_params
+from conftest import SMALL_STUDY, run, update_params
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
+OTHER_SWEEPS = {"relu-he-d3", "relu-he-bn"}  # the small depth and batch-norm sweeps
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("study"))
-    update_params(root, **SMALL_STUDY)
-    first = run(["dvc", "repro"], root)
-    return root, first
+def study(small_study):
+    return small_study
 
 
 def trained_cells(repro_output: str) -> set[str]:
@@ -28,21 +26,27 @@ def trained_cells(repro_output: str) -> set[str]:
 
 
 def mlflow_runs(root):
+    """The client, and the study's training runs (not its parent run)."""
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("initlab-small")
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+    return client, client.search_runs([experiment.experiment_id], "tags.cell != ''",
+                                      max_results=1000)
 
 
 def test_repro_trains_every_cell_and_writes_the_report(study):
     root, first = study
     assert trained_cells(first.stdout) == CELLS
     results = pd.read_csv(root / "reports/results.csv")
-    assert len(results) == len(CELLS) * 2
-    assert set(results.cell) == CELLS
+    assert len(results) == (len(CELLS) + len(OTHER_SWEEPS)) * 2
+    assert set(results.cell) == CELLS | OTHER_SWEEPS
+    assert set(results.sweep) == {"grid", "depth", "batchnorm"}
     summary = json.loads((root / "reports/summary.json").read_text())
     assert summary["runs"] == 8 and summary["best_cell"] in {"tanh-he", "relu-he"}
-    for figure in ("learning_curves.png", "accuracy_grid.png"):
+    assert set(summary["findings"]) == {f"F{i}" for i in range(1, 9)}
+    for figure in ("learning_curves.png", "accuracy_grid.png", "f1_zero_init.png"):
         assert (root / "reports/figures" / figure).stat().st_size > 10_000
+    html = (root / "reports/report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10  # self-contained
     assert not (root / "outputs").exists()  # Hydra litters nothing
 
 
@@ -61,17 +65,27 @@ def test_report_table_has_every_cell(study):
 def test_mlflow_store_at_root_holds_exactly_the_runs(study):
     root, _ = study
     client, runs = mlflow_runs(root)
-    expected = {f"{cell}-s{seed}" for cell in CELLS for seed in (0, 1)}
+    expected = {f"{cell}-s{seed}" for cell in CELLS | OTHER_SWEEPS for seed in (0, 1)}
     assert {r.info.run_name for r in runs} == expected and len(runs) == len(expected)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.info.run_name == "study-small"
+    assert {"report.md", "report.html"} <= {a.path for a in client.list_artifacts(
+        parent.info.run_id)}
     for r in runs:
+        grid = r.data.tags["cell"] in CELLS
         assert r.info.status == "FINISHED"
-        assert r.data.params["model.depth"] == "2"
-        assert r.data.params["model.width"] == "32"
+        assert r.data.params["model.depth"] == ("2" if grid else r.data.tags["depth"])
         assert r.data.params["optimizer.name"] == "sgd"
         assert r.data.tags["study"] == "small"
-        assert r.data.tags["dvc_stage"] == f"train@{r.data.tags['cell']}"
+        if grid:
+            assert r.data.tags["dvc_stage"] == f"train@{r.data.tags['cell']}"
         assert 0 <= r.data.metrics["test_accuracy"] <= 1
-        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["history.csv"]
+        assert "layer0/grad_norm" in r.data.metrics
+        assert [d.dataset.name for d in r.inputs.dataset_inputs] == ["mnist_subset"]
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} == {
+            "history.csv", "layers.csv", "learning_curve.png"}
 
 
 def test_second_repro_runs_nothing(study):
@@ -85,8 +99,9 @@ def test_adding_an_init_trains_only_the_new_cells(study):
     update_params(root, study={**SMALL_STUDY["study"], "inits": ["zero", "he", "xavier"]})
     again = run(["dvc", "repro"], root)
     assert trained_cells(again.stdout) == {"tanh-xavier", "relu-xavier"}
-    assert len(pd.read_csv(root / "reports/results.csv")) == 12
-    assert len(mlflow_runs(root)[1]) == 12
+    assert "Running stage 'train_depth" not in again.stdout
+    assert len(pd.read_csv(root / "reports/results.csv")) == 16
+    assert len(mlflow_runs(root)[1]) == 16
 
 
 def test_bad_value_stops_repro_with_a_clear_error(study):
@@ -96,4 +111,4 @@ def test_bad_value_stops_repro_with_a_clear_error(study):
     assert failed.returncode != 0
     assert "optimizer.lr=-0.5 is not allowed: must be > 0" in failed.stderr + failed.stdout
     _, runs = mlflow_runs(root)
-    assert len(runs) == 12 and all(r.info.status != "RUNNING" for r in runs)
+    assert len(runs) == 16 and all(r.info.status != "RUNNING" for r in runs)

@@ -24,16 +24,17 @@ def _fit(cfg, seeds):
     model = build_model(cfg, len(seeds))
     model.initialize(INITS[cfg.init.name], [seed_generator(s, "init") for s in seeds], "zero")
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
-    history, diverged = fit(model, optimizer, (xt[:600].flatten(1), yt[:600]),
-                            (xv.flatten(1), yv), cfg.train.epochs, cfg.train.batch_size,
-                            [seed_generator(s, "data_order") for s in seeds])
-    return model, history, diverged
+    x, y = xt[:600].flatten(1), yt[:600]
+    result = fit(model, optimizer, (x, y), (xv.flatten(1), yv), (x[:64], y[:64]),
+                 cfg.train.epochs, cfg.train.batch_size,
+                 [seed_generator(s, "data_order") for s in seeds])
+    return model, result
 
 
 def test_cell_trains_and_writes_its_outputs(in_project):
     cfg = load_config(["activation=relu", "init=he", *TINY])
     out = train_cell(cfg)
-    assert out == in_project / "runs" / "relu-he"
+    assert out == in_project / "runs" / "grid" / "relu-he"
     for seed in cfg.study.seeds:
         history = pd.read_csv(out / f"seed_{seed}" / "history.csv")
         assert list(history.epoch) == [0, 1, 2]
@@ -53,27 +54,24 @@ def test_cell_trains_and_writes_its_outputs(in_project):
         assert run.data.params["model.depth"] == "2"
         assert [m.step for m in mlflow_client.get_metric_history(run_id, "val_accuracy")] \
             == [0, 1, 2]
-    assert not list(in_project.glob("runs/.*tmp*"))  # no temp folder left behind
+    assert not list(in_project.glob("runs/**/.*tmp*"))  # no temp folder left behind
 
 
 def test_seed_alone_equals_seed_in_batch(in_project):
     cfg = load_config(["activation=tanh", "init=xavier", *TINY])
-    batched, history_b, _ = _fit(cfg, [0, 1, 2])
-    alone, history_a, _ = _fit(cfg, [1])
+    batched, in_batch = _fit(cfg, [0, 1, 2])
+    alone, by_itself = _fit(cfg, [1])
     for w_b, w_a in zip(batched.weights, alone.weights):
         assert torch.equal(w_b[1], w_a[0])
-    for row_b, row_a in zip(history_b, history_a):
-        for key in row_b:
-            assert row_b[key][1].item() == row_a[key][0].item()
+    assert repr(in_batch.seed_rows(1)) == repr(by_itself.seed_rows(0))  # every value, NaN too
 
 
 def test_same_config_and_seed_give_bit_identical_metrics(in_project):
     cfg = load_config(["activation=sigmoid", "init=uniform", *TINY])
-    _, first, _ = _fit(cfg, [0, 1])
-    _, second, _ = _fit(cfg, [0, 1])
-    for a, b in zip(first, second):
-        for key in a:
-            assert torch.equal(a[key], b[key])
+    _, first = _fit(cfg, [0, 1])
+    _, second = _fit(cfg, [0, 1])
+    for s in (0, 1):
+        assert repr(first.seed_rows(s)) == repr(second.seed_rows(s))  # bit-identical
 
 
 def test_divergent_learning_rate_marks_runs_diverged(in_project):

@@ -90,9 +90,23 @@ class TrainConfig:
 
 @dataclass
 class ReportConfig:
+    """Every threshold a finding's verdict uses, in one place (initlab.report.findings)."""
     # A run "stayed at chance" (n/c) when its test accuracy is at most the majority-class rate
     # plus this margin.
     chance_margin: float = 0.05
+    alpha: float = 0.05  # significance level of the tests
+    confidence: float = 0.95  # of the bootstrap confidence intervals
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
+    min_seeds: int = 3  # fewer runs per group: INCONCLUSIVE (underpowered)
+    # "As good as": a difference in accuracy within this margin (non-inferiority).
+    accuracy_margin: float = 0.01
+    # Vanishing: first/last layer gradient-norm ratio at least this many decades below 1.
+    vanishing_decades: float = 2.0
+    # Stable: the ratio within this many decades of 1.
+    stable_decades: float = 1.0
+    # He et al. 2015 saw Xavier stall from this depth (weight layers) on.
+    he_regime_depth: int = 30
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,7 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
     from initlab.train import build_model, evaluate
 
     cfg = OmegaConf.load(cell_dir / "config.yaml")
+    cost = json.loads((cell_dir / "tracking.json").read_text())
     rows = []
     for seed in cfg.study.seeds:
         seed_dir = cell_dir / f"seed_{seed}"
@@ -48,6 +51,9 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
             "run_dir": cfg.run_dir, "activation": cfg.activation.name, "init": cfg.init.name,
             "depth": cfg.model.depth, "width": cfg.model.width,
             "batchnorm": cfg.model.batchnorm, "seed": seed,
+            # wall-clock of the cell (all seeds at once), shared out per seed
+            "init_seconds": cost["init_seconds"] / len(cfg.study.seeds),
+            "train_seconds": cost["train_seconds"] / len(cfg.study.seeds),
             "test_accuracy": float("nan") if summary["diverged"] else test_accuracy,
             "test_loss": float("nan") if summary["diverged"] else test_loss,
             **{k: summary[k] for k in ("best_val_accuracy", "final_val_accuracy",
@@ -56,17 +62,25 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
     return rows
 
 
-def log_test_metrics(cell_dir: Path, rows: list[dict], mlflow_client) -> None:
-    """Add test accuracy/loss to each run's MLflow run; a run missing from this store (another
-    machine's, or a deleted store) is reported and skipped."""
+def log_to_runs(cell_dir: Path, rows: list[dict], mlflow_client, scratch: Path) -> None:
+    """Add the test accuracy/loss and the cell's learning-curve PNG to each run's MLflow run.
+    A run missing from this store (another machine's, or a deleted store) is reported and
+    skipped."""
+    from mlflow.entities.metric import Metric
     from mlflow.exceptions import MlflowException
 
+    from initlab.report.figures import run_curves
+
+    curve = scratch / "learning_curve.png"
+    run_curves(cell_dir, [row["seed"] for row in rows], curve)
     run_ids = json.loads((cell_dir / "tracking.json").read_text())["mlflow_run_ids"]
+    now = int(time.time() * 1000)
     for row in rows:
         run_id = run_ids[str(row["seed"])]
         try:
-            mlflow_client.log_metric(run_id, "test_accuracy", row["test_accuracy"])
-            mlflow_client.log_metric(run_id, "test_loss", row["test_loss"])
+            mlflow_client.log_batch(run_id, metrics=[
+                Metric(key, row[key], now, 0) for key in ("test_accuracy", "test_loss")])
+            mlflow_client.log_artifact(run_id, str(curve))
         except MlflowException as e:
             print(f"evaluate: {cell_dir.name} seed {row['seed']}: run {run_id} not logged ({e})")
 
@@ -81,10 +95,11 @@ def main() -> None:
 
         mlflow_client = tracking.client()
         rows = []
-        for sweep, cell_dir in cells:
-            cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
-            log_test_metrics(cell_dir, cell_rows, mlflow_client)
-            rows += cell_rows
+        with tempfile.TemporaryDirectory() as scratch:
+            for sweep, cell_dir in cells:
+                cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
+                log_to_runs(cell_dir, cell_rows, mlflow_client, Path(scratch))
+                rows += cell_rows
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")

@@ -100,14 +100,15 @@ class CellRuns:
 
     FLUSH_SECONDS = 10.0
 
-    def __init__(self, cfg: dict, cell: str, seeds: list[int], tags: dict[str, str]):
+    def __init__(self, cfg: dict, cell: str, seeds: list[int], tags: dict[str, str],
+                 dataset: dict[str, str]):
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
         self._pending: list[Future] = []
         self.run_ids: list[str] = []
         self.statuses = ["FINISHED"] * len(seeds)
         self._buffer: list[list[tuple[str, float, int]]] = [[] for _ in seeds]
         self._flushed = time.monotonic()
-        self._submit(self._start, cfg, cell, seeds, tags)
+        self._submit(self._start, cfg, cell, seeds, tags, dataset)
 
     def _submit(self, fn, *args) -> None:
         self.check()
@@ -120,20 +121,26 @@ class CellRuns:
                 raise future.exception()
         self._pending = [f for f in self._pending if not f.done()]
 
-    def _start(self, cfg, cell, seeds, tags) -> None:
+    def _start(self, cfg, cell, seeds, tags, dataset) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.entities.param import Param
 
         self.client = client()
         exp_id = experiment_id(self.client, cfg["study"]["name"])
         fail_abandoned_runs(self.client, exp_id, cell)
+        parent = study_run(self.client, exp_id, cfg["study"]["name"])
         params = flatten(cfg)
-        owner = {"host": socket.gethostname(), "pid": str(os.getpid())}
+        owner = {"host": socket.gethostname(), "pid": str(os.getpid()),
+                 "mlflow.parentRunId": parent}
+        data_input = DatasetInput(Dataset(**dataset, source_type="local"),
+                                  [InputTag("mlflow.data.context", "training")])
         for seed in seeds:
             run = self.client.create_run(exp_id, run_name=f"{cell}-s{seed}", tags={
                 **tags, **owner, "cell": cell, "seed": str(seed)})
             self.run_ids.append(run.info.run_id)
             self.client.log_batch(run.info.run_id, params=[
                 Param(k, v) for k, v in {**params, "seed": str(seed)}.items()])
+            self.client.log_inputs(run.info.run_id, [data_input])
 
     def _log_metrics(self, s: int, metrics: list[tuple[str, float, int]]) -> None:
         from mlflow.entities.metric import Metric
@@ -190,6 +197,22 @@ class CellRuns:
             self.client.set_terminated(run_id, status)
 
 
+STUDY_ROLE_TAG = "initlab.role"
+
+
+def study_run(mlflow_client, exp_id: str, study: str) -> str:
+    """The study's parent run (created once, FINISHED at once): every cell's runs nest under
+    it in the UI and the report stage attaches the report to it."""
+    found = mlflow_client.search_runs([exp_id], f"tags.`{STUDY_ROLE_TAG}` = 'study'",
+                                      max_results=1, order_by=["attributes.start_time ASC"])
+    if found:
+        return found[0].info.run_id
+    run = mlflow_client.create_run(exp_id, run_name=f"study-{study}",
+                                   tags={STUDY_ROLE_TAG: "study", "study": study})
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def fail_abandoned_runs(mlflow_client, exp_id: str, cell: str) -> None:
     """Mark FAILED the runs of this cell left RUNNING by a process of this host that is gone
     (killed with SIGKILL, say). A live process's runs are left alone: a parallel experiment
@@ -212,10 +235,12 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def cell_runs(cfg: dict, cell: str, seeds: list[int], tags: dict[str, str]):
+def cell_runs(cfg: dict, cell: str, seeds: list[int], tags: dict[str, str],
+              dataset: dict[str, str]):
     """The cell's runs; they end FINISHED (FAILED if diverged) on success, KILLED on an
-    interrupt (SIGINT, or SIGTERM turned into SystemExit) and FAILED on any other error."""
-    runs = CellRuns(cfg, cell, seeds, tags)
+    interrupt (SIGINT, or SIGTERM turned into SystemExit) and FAILED on any other error.
+    `dataset`: name, digest, source and profile of the training data (`mlflow.log_input`)."""
+    runs = CellRuns(cfg, cell, seeds, tags, dataset)
     try:
         yield runs
     except BaseException as error:

@@ -16,6 +16,7 @@ data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -218,9 +219,12 @@ def train_cell(cfg) -> Path:
             "sweep": Path(cfg.run_dir).parent.name, "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
             "git_commit": tracking.git_commit(), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
+    dataset = {"name": cfg.dataset.name, "digest": tags["dataset_sha256"][:36],
+               "source": json.dumps({"uri": prepared_dir().as_uri()}),
+               "profile": json.dumps({"train_examples": len(train[1])})}
 
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
-    with tracking.cell_runs(resolved, cell, seeds, tags) as runs:
+    with tracking.cell_runs(resolved, cell, seeds, tags, dataset) as runs:
         runs.log_steps({**init_log, "init_seconds": torch.full((1, len(seeds)), init_seconds)})
         progress = Progress(cell, seeds, cfg.train.epochs)
 

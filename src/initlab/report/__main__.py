@@ -1,20 +1,34 @@
-"""The `report` stage: reports/results.csv + runs/*/seed_*/history.csv -> reports/.
+"""The `report` stage: reports/results.csv + the cells' histories and probes -> reports/.
 
     python -m initlab.report
+
+Writes report.md (renders on GitHub) and a self-contained report.html from the same blocks,
+summary.json (DVC metrics), figures/ and plots/ (DVC plots). Built from the DVC outputs only.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
+import yaml
+from omegaconf import OmegaConf
+from scipy import stats as scipy_stats
 
 from initlab.config import load_config, reported_errors, workspace_root
 from initlab.data.prepare import prepared_dir
 from initlab.evaluate import RESULTS_CSV
 from initlab.io import atomic_path, write_json
 from initlab.report import figures, tables
+from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
+from initlab.report.findings import FINDINGS, StudyData
+
+PUBLISHED = Path(__file__).with_name("published.yaml")
+# Glorot & Bengio-style histograms: each activation under a naive and a good init.
+HISTOGRAM_CASES = [("sigmoid", "normal"), ("sigmoid", "xavier"), ("tanh", "normal"),
+                   ("tanh", "xavier"), ("relu", "normal"), ("relu", "he")]
 
 
 def majority_rate(split: str = "test") -> float:
@@ -24,21 +38,20 @@ def majority_rate(split: str = "test") -> float:
     return max(counts) / sum(counts)
 
 
-def read_histories(results: pd.DataFrame):
+def per_run(results: pd.DataFrame, filename: str) -> pd.DataFrame:
+    """Concatenate runs/<cell>/seed_<s>/<filename> for every run, tagged with its run's keys."""
     root = workspace_root()
-    frames = [pd.read_csv(root / run_dir / f"seed_{seed}" / "history.csv").assign(
-                  activation=activation, init=init, seed=seed)
-              for run_dir, activation, init, seed in results[
-                  ["run_dir", "activation", "init", "seed"]].itertuples(index=False)]
-    return pd.concat(frames, ignore_index=True)
+    keys = ["sweep", "run_dir", "activation", "init", "depth", "seed"]
+    return pd.concat([pd.read_csv(root / row.run_dir / f"seed_{row.seed}" / filename).assign(
+        **{k: getattr(row, k) for k in keys}) for row in results.itertuples()],
+        ignore_index=True)
 
 
-def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, study: str) -> dict:
+def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, findings) -> dict:
     stats = stats.assign(cell=stats.activation + "-" + stats.init)
     converged = stats.dropna(subset=["mean"])
     best = converged.loc[converged["mean"].idxmax()] if len(converged) else None
     return {
-        "study": study,
         "runs": len(results),
         "diverged_runs": int(results["diverged"].sum()),
         "not_converged_runs": int(results["n_c"].sum()),
@@ -46,76 +59,177 @@ def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, study: st
         "best_cell": None if best is None else best["cell"],
         "best_mean_test_accuracy": None if best is None else float(best["mean"]),
         "mean_test_accuracy": float(results.loc[~results["n_c"], "test_accuracy"].mean()),
+        "findings": {f.key: f.verdict for f in findings},
         "cells": {row.cell: {"test_accuracy_mean": None if pd.isna(row.mean) else row.mean,
-                             "test_accuracy_sd": None if pd.isna(row.sd) else row.sd,
                              "not_converged_runs": int(row.n_c)}
                   for row in stats.itertuples()},
     }
 
 
-def render_markdown(cfg, grid: pd.DataFrame, chance: float, info: dict) -> str:
+def activation_samples(cfg) -> dict[tuple[str, str], list]:
+    """Hidden-layer outputs at init on the probe batch, for HISTOGRAM_CASES (seed 0)."""
+    import torch
+
+    from initlab.data.prepare import load_split
+    from initlab.train import PROBE_SIZE, build_model, initialize
+
+    x, _ = load_split("train")
+    x = x[:PROBE_SIZE].flatten(1)
+    samples = {}
+    for activation, init in HISTOGRAM_CASES:
+        case = OmegaConf.merge(cfg, {"activation": {"name": activation},
+                                     "init": {"name": init}})
+        model = build_model(case, 1)
+        initialize(model, case.init, "zero", [0], x)
+        with torch.no_grad():
+            outputs = model.layer_outputs(x.unsqueeze(0))[:-1]
+        samples[(activation, init)] = [h.flatten().numpy() for _, h in outputs]
+    return samples
+
+
+def published_comparison(means: pd.DataFrame) -> list:
+    """The lecture's CIFAR-10 table beside ours, the rank agreement per activation (Spearman),
+    and the lab-10 MNIST runs beside our normal / glorot_uniform runs."""
+    published = yaml.safe_load(PUBLISHED.read_text())
+    cifar, lab = published["lecture_cifar10_init_x_activation"], \
+        published["lecture_lab10_mnist"]
+    table = pd.DataFrame(cifar["rows"], index=cifar["columns"]).T
+    agreement = []
+    for activation in cifar["columns"]:
+        pairs = [(theirs, means.get(activation, {}).get(ours))
+                 for name, ours in cifar["ours"].items()
+                 for theirs in [table.loc[name, activation]]]
+        pairs = [(0 if t == "n/c" else t, o) for t, o in pairs if o is not None and t != "-"]
+        if len(pairs) >= 3 and len({t for t, _ in pairs}) > 1:
+            rho, p = scipy_stats.spearmanr([t for t, _ in pairs], [o for _, o in pairs])
+            agreement.append({"activation": activation, "inits compared": len(pairs),
+                              "spearman rho": rho, "p": p})
+        else:
+            agreement.append({"activation": activation, "inits compared": len(pairs),
+                              "spearman rho": float("nan"), "p": float("nan")})
+    lab_rows = [{"init": spec["init"], "published (full MNIST, Adam, 15 epochs)":
+                 spec["accuracy"], "ours (relu, this study)": means.get("relu", {}).get(
+                     lab["ours"][run], float("nan")), "our init": lab["ours"][run]}
+                for run, spec in lab["runs"].items()]
+    return [
+        Heading("Published comparison"),
+        Text(f"**{cifar['title']}**, from {cifar['original']}. {cifar['metric']}; "
+             f"{cifar['precision'].strip()} A different dataset (CIFAR-10) and model "
+             "(FitNet4): compare orderings, not levels."),
+        Table(table),
+        Text("Rank agreement between the published ordering of lsuv, orthonormal, xavier and "
+             "msra (n/c ranked last) and our mean accuracies for lsuv, orthogonal, xavier and "
+             "he, per activation:"),
+        Table(pd.DataFrame(agreement), index=False),
+        Text(f"**{lab['title']}** ({lab['source']}), single runs, beside our relu runs on the "
+             "embedded subset (a different setup: the numbers are context, not a replication):"),
+        Table(pd.DataFrame(lab_rows), index=False),
+    ]
+
+
+def build(cfg) -> tuple[list, dict]:
+    root = workspace_root()
+    reports = root / "reports"
+    chance = majority_rate()
+    results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), chance,
+                                        cfg.report.chance_margin)
+    results = results.assign(accuracy=results.test_accuracy.fillna(chance))
+    histories = per_run(results, "history.csv")
+    data = StudyData(results, per_run(results, "layers.csv").merge(
+        results[["run_dir", "seed", "width"]]), histories, chance, cfg.report)
+    grid = results[results.sweep == "grid"]
+    inits, activations = list(cfg.study.inits), list(cfg.study.activations)
+    stats = tables.cell_stats(grid)
+    figures_dir = reports / "figures"
+    with atomic_path(figures_dir) as tmp:
+        tmp.mkdir()
+        findings = [finding(data, tmp) for finding in FINDINGS]
+        figures.learning_curves(histories[histories.sweep == "grid"], activations, inits,
+                                tmp / "learning_curves.png")
+        figures.accuracy_heatmap(stats, inits, activations, tmp / "accuracy_grid.png")
+        figures.activation_histograms(activation_samples(cfg), tmp / "activations_at_init.png")
+    with atomic_path(reports / "plots" / "accuracy.csv") as tmp:
+        stats.assign(cell=stats.activation + "-" + stats.init)[
+            ["cell", "init", "activation", "mean", "sd", "n_c"]].rename(
+            columns={"mean": "test_accuracy"}).to_csv(tmp, index=False)
+
     seeds = list(cfg.study.seeds)
-    table = tables.to_markdown(grid, "init \\ activation")
-    return f"""# initlab report: study `{cfg.study.name}`
+    blocks = [
+        Heading(f"initlab report: study `{cfg.study.name}`", 1),
+        Text(f"Each claim of the lecture \"Initialize weights in a smart way\", tested on "
+             f"{len(results)} training runs ({cfg.dataset.name}, {len(seeds)} seeds each). "
+             "Verdicts are computed from the data against the thresholds at the end; a "
+             "diverged run counts at the chance level (the majority-class rate, "
+             f"{100 * chance:.1f}%)."),
+        Text(f"Sizes: the **grid** is {len(activations)} activations × {len(inits)} inits, an "
+             f"MLP of {cfg.model.depth} weight layers × {cfg.model.width} units, "
+             f"{cfg.optimizer.name} (lr {cfg.optimizer.lr}), {cfg.train.epochs} epochs, batch "
+             f"{cfg.train.batch_size}. The **depth sweep** is depths "
+             f"{list(cfg.depth_sweep.depths)} × {list(cfg.depth_sweep.activations)} × "
+             f"{list(cfg.depth_sweep.inits)}, width {cfg.depth_sweep.width}, "
+             f"{cfg.depth_sweep.epochs} epochs. The **batch-norm sweep** is the grid's model "
+             f"with batch norm, {list(cfg.batchnorm_sweep.activations)} × "
+             f"{list(cfg.batchnorm_sweep.inits)}. Every finding names the runs it used."),
+        Heading("Findings"),
+        Table(pd.DataFrame([{"finding": f.key, "claim": f.title, "verdict": f.verdict,
+                             "runs used": f.scope} for f in findings]), index=False),
+    ]
+    for f in findings:
+        blocks += [Heading(f"{f.key}. {f.title}"), Text(f"Claim: {f.claim}"),
+                   Text(f.sentence), Table(f.table())]
+        blocks += [Text(note) for note in f.notes]
+        for caption, table in f.tables.items():
+            blocks += [Text(f"{caption}:"), Table(table)]
+        blocks.append(Figure(f"figures/{f.figure}", f.caption))
+    blocks += [
+        Heading("Accuracy: inits × activations (grid)"),
+        Text(f"Test accuracy (%), mean ± sd over seeds. **n/c**: the runs diverged or stayed "
+             f"within {100 * cfg.report.chance_margin:.0f} points of the majority-class rate; "
+             "in brackets their mean accuracy. One row per run: [results.csv](results.csv)."),
+        Table(tables.accuracy_grid(stats, inits, activations)),
+        Figure("figures/accuracy_grid.png", "Mean test accuracy per init and activation."),
+        Figure("figures/learning_curves.png", "Validation accuracy and training loss per "
+               "epoch (epoch 0 = at init); line = mean over seeds, band = min..max."),
+        Figure("figures/activations_at_init.png", "Hidden-layer outputs at init on the probe "
+               "batch, per layer: a naive and a good init for each activation (after Glorot & "
+               "Bengio 2010)."),
+        *published_comparison(grid.groupby(["activation", "init"]).test_accuracy.mean()
+                              .mul(100).unstack().to_dict("index")),
+        Heading("Thresholds"),
+        Text("Every verdict uses these values (`report:` in params.yaml, defaults in "
+             "`initlab.config.ReportConfig`):"),
+        Table(pd.DataFrame([OmegaConf.to_container(cfg.report)]), index=False),
+    ]
+    return blocks, summary(stats, grid, chance, findings)
 
-Test accuracy (%) on the {cfg.dataset.name} test split, mean ± sd over {len(seeds)} seeds
-({", ".join(map(str, seeds))}). **n/c**: the runs diverged (NaN/inf loss) or stayed at chance,
-i.e. within {100 * cfg.report.chance_margin:.0f} points of the majority-class rate
-({100 * chance:.1f}%); the number in brackets is their mean accuracy.
 
-Setup: MLP with {cfg.model.depth} weight layers of width {cfg.model.width}, biases
-{cfg.model.bias_init}; {cfg.optimizer.name} (lr {cfg.optimizer.lr}); {cfg.train.epochs} epochs,
-batch {cfg.train.batch_size}. Generated by `dvc repro` from `params.yaml`; one row per run in
-[results.csv](results.csv).
+def attach_to_study_run(study: str, reports: Path) -> None:
+    """Log the report, its figures and summary to the study's parent run in MLflow."""
+    from initlab import tracking
 
-## Accuracy: inits × activations
-
-{table}
-
-Best cell: **{info["best_cell"]}** ({100 * info["best_mean_test_accuracy"]:.1f}%).
-Runs: {info["runs"]}, of which {info["diverged_runs"]} diverged and
-{info["not_converged_runs"]} are n/c.
-
-![accuracy heatmap](figures/accuracy_grid.png)
-
-## Learning curves
-
-Validation accuracy and training loss per epoch (epoch 0 = at initialization); line = mean over
-seeds, band = min..max.
-
-![learning curves](figures/learning_curves.png)
-"""
+    mlflow_client = tracking.client()
+    exp_id = tracking.experiment_id(mlflow_client, study)
+    run_id = tracking.study_run(mlflow_client, exp_id, study)
+    for name in ("report.md", "report.html", "summary.json", "results.csv"):
+        mlflow_client.log_artifact(run_id, str(reports / name))
+    mlflow_client.log_artifacts(run_id, str(reports / "figures"), "figures")
 
 
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
-    root = workspace_root()
-    inits, activations = list(cfg.study.inits), list(cfg.study.activations)
-    chance = majority_rate()
-    results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), chance,
-                                        cfg.report.chance_margin)
-    results = results[results.sweep == "grid"]
-    stats = tables.cell_stats(results)
-    grid = tables.accuracy_grid(stats, inits, activations)
-    info = summary(stats, results, chance, cfg.study.name)
-
-    reports = root / "reports"
-    with atomic_path(reports / "figures") as tmp:
-        tmp.mkdir()
-        figures.learning_curves(read_histories(results), activations, inits,
-                                tmp / "learning_curves.png")
-        figures.accuracy_heatmap(stats, inits, activations, tmp / "accuracy_grid.png")
-    with atomic_path(reports / "plots" / "accuracy.csv") as tmp:
-        stats.assign(cell=stats.activation + "-" + stats.init)[
-            ["cell", "init", "activation", "mean", "sd", "n_c"]].rename(
-            columns={"mean": "test_accuracy"}).to_csv(tmp, index=False)
+        blocks, info = build(cfg)
+    reports = workspace_root() / "reports"
     write_json(reports / "summary.json", info)
     with atomic_path(reports / "report.md") as tmp:
-        tmp.write_text(render_markdown(cfg, grid, chance, info))
-    print(f"report: reports/report.md ({len(results)} runs); best cell {info['best_cell']} "
-          f"at {100 * info['best_mean_test_accuracy']:.1f}% test accuracy; "
-          f"browse the runs with `make ui`")
+        tmp.write_text(to_markdown(blocks))
+    with atomic_path(reports / "report.html") as tmp:
+        tmp.write_text(to_html(blocks, f"initlab report: {cfg.study.name}", reports))
+    attach_to_study_run(cfg.study.name, reports)
+    verdicts = ", ".join(f"{k} {v}" for k, v in info["findings"].items())
+    print(f"report: reports/report.md and report.html ({info['runs']} grid runs). Best cell "
+          f"{info['best_cell']} at {100 * info['best_mean_test_accuracy']:.1f}% test accuracy. "
+          f"Findings: {verdicts}. Browse the runs: `make ui`.")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from initlab.report.stats import NOT_REPRODUCED, REPRODUCED  # noqa: E402
+
+
+def run_curves(cell_dir: Path, seeds: list[int], path: Path) -> None:
+    """One cell's learning curves, a line per seed: training loss and validation accuracy."""
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for seed in seeds:
+        history = pd.read_csv(cell_dir / f"seed_{seed}" / "history.csv")
+        loss.plot(history.epoch, history.train_loss, marker=".", label=f"seed {seed}")
+        accuracy.plot(history.epoch, history.val_accuracy, marker=".", label=f"seed {seed}")
+    loss.set_yscale("log")
+    loss.set(xlabel="epoch", ylabel="training loss", title=cell_dir.name)
+    accuracy.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
+    accuracy.legend(fontsize="small")
+    _save(fig, path)
+
 
 def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list[str],
                     path: Path) -> None:
@@ -54,3 +70,146 @@ def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[st
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def zero_init(results: pd.DataFrame, layers: pd.DataFrame, chance: float, path: Path) -> None:
+    """F1: test accuracy of the zero-init runs against chance, and the largest hidden-layer
+    weight-gradient norm per epoch (symlog: exact zeros stay visible)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    by_activation = results.groupby("activation").accuracy
+    left.bar(by_activation.mean().index, by_activation.mean().values,
+             yerr=by_activation.std().fillna(0).values, color="tab:gray")
+    left.axhline(chance, color="tab:red", linestyle="--", label=f"majority rate {chance:.2f}")
+    left.set_ylabel("test accuracy")
+    left.set_ylim(0, 1)
+    left.legend()
+    hidden = layers[layers.layer < layers.depth - 1]
+    for activation, group in hidden.groupby("activation"):
+        largest = group.groupby("epoch").grad_norm.max()
+        right.plot(largest.index, largest.values, marker="o", label=activation)
+    right.set_yscale("symlog", linthresh=1e-8)
+    right.set_xlabel("epoch")
+    right.set_ylabel("largest hidden weight-gradient norm")
+    right.legend()
+    _save(fig, path)
+
+
+def seed_spread(histories: pd.DataFrame, path: Path) -> None:
+    """F2: the training loss of every seed, one line each, per activation and init (the
+    lecture's "different cost curve every run")."""
+    activations, inits = list(histories.activation.unique()), list(histories.init.unique())
+    fig, axes = plt.subplots(1, len(activations), figsize=(3.6 * len(activations), 3.6),
+                             squeeze=False, sharey=True)
+    colors = dict(zip(inits, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, activation in zip(axes[0], activations):
+        for (init, _), run in histories[histories.activation == activation].groupby(
+                ["init", "seed"]):
+            ax.plot(run.epoch, run.train_loss.clip(upper=1e3), color=colors[init], alpha=0.7,
+                    label=init)
+        ax.set_title(activation)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0, 0].legend(unique.values(), unique.keys())
+    axes[0, 0].set_ylabel("training loss (clipped at 1e3)")
+    _save(fig, path)
+
+
+def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) -> None:
+    """F3: weight-gradient norm per layer at init for each depth (log scale), one panel per
+    activation and init; last panel: log10 first/last ratio against depth."""
+    pairs = sorted(at_init.groupby(["activation", "init"]).groups)
+    fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(2.6 * (len(pairs) + 1), 3.4),
+                             squeeze=False)
+    for ax, (activation, init) in zip(axes[0], pairs):
+        runs = at_init[(at_init.activation == activation) & (at_init.init == init)]
+        for depth, group in runs.groupby("depth"):
+            norms = group.groupby("layer").grad_norm.mean()
+            ax.plot(norms.index + 1, norms.values.clip(min=1e-30), marker=".", label=f"d={depth}")
+        ax.set_yscale("log")
+        ax.set_title(f"{activation}\n{init}", fontsize="small")
+        ax.set_xlabel("layer")
+    axes[0, 0].set_ylabel("||dL/dW|| at init")
+    axes[0, 0].legend(fontsize="x-small")
+    ax = axes[0, -1]
+    for (activation, init), group in ratios.groupby(["activation", "init"]):
+        mean = group.groupby("depth").log10_ratio.mean()
+        ax.plot(mean.index, mean.values, marker="o", label=f"{activation}+{init}")
+    ax.set_xlabel("depth")
+    ax.set_ylabel("log10(first / last)")
+    ax.legend(fontsize="xx-small")
+    _save(fig, path)
+
+
+def differences(checks, label: str, path: Path) -> None:
+    """F4, F7: one estimate with its confidence interval per check."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(checks) + 1.2))
+    for i, check in enumerate(checks):
+        ax.errorbar(check.estimate, i, xerr=[[check.estimate - check.low],
+                                             [check.high - check.estimate]], fmt="o",
+                    color={REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red"}.get(
+                        check.verdict, "tab:gray"))
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(checks)), [c.case for c in checks], fontsize="small")
+    ax.set_xlabel(label)
+    _save(fig, path)
+
+
+def accuracy_by_depth(results: pd.DataFrame, path: Path) -> None:
+    """F5: test accuracy against depth, a panel per activation, a line per init."""
+    activations = list(results.activation.unique())
+    fig, axes = plt.subplots(1, len(activations), figsize=(3.8 * len(activations), 3.5),
+                             squeeze=False, sharey=True)
+    for ax, activation in zip(axes[0], activations):
+        for init, group in results[results.activation == activation].groupby("init"):
+            by_depth = group.groupby("depth").accuracy
+            ax.plot(by_depth.mean().index, by_depth.mean().values, marker="o", label=init)
+            ax.fill_between(by_depth.mean().index, by_depth.min(), by_depth.max(), alpha=0.15)
+        ax.set_title(activation)
+        ax.set_xlabel("depth (weight layers)")
+    axes[0, 0].set_ylabel("test accuracy")
+    axes[0, 0].legend()
+    _save(fig, path)
+
+
+def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
+    """F6: test accuracy against init wall-clock seconds per run, a point per run."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for init, group in results.groupby("init"):
+        ax.scatter(group.init_seconds.clip(lower=1e-5), group.accuracy, label=init, s=14)
+    ax.set_xscale("log")
+    ax.set_xlabel("init seconds per run (log)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize="small", ncol=2)
+    _save(fig, path)
+
+
+def variance_shares(table: pd.DataFrame, path: Path) -> None:
+    """F8: eta^2 (share of the accuracy variance) per ANOVA source."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(table.index, table.eta_sq, color="tab:blue")
+    ax.set_xlabel("eta² (share of variance)")
+    ax.set_xlim(0, 1)
+    _save(fig, path)
+
+
+def activation_histograms(samples: dict[tuple[str, str], list], path: Path) -> None:
+    """Per (activation, init): the distribution of each hidden layer's outputs at init on the
+    probe batch, in the style of Glorot & Bengio 2010's figures."""
+    keys = list(samples)
+    fig, axes = plt.subplots(2, len(keys) // 2, figsize=(3.6 * len(keys) // 2, 6),
+                             squeeze=False)
+    for ax, key in zip(axes.T.flatten(), keys):
+        for layer, values in enumerate(samples[key]):
+            ax.hist(values, bins=60, histtype="step", density=True, label=f"layer {layer + 1}")
+        ax.set_title(f"{key[0]} + {key[1]}", fontsize="small")
+        ax.set_yscale("log")
+    axes[0, 0].legend(fontsize="x-small")
+    _save(fig, path)

@@ -1,0 +1,258 @@
+"""`make bench`: how close the study trains to this machine's limit, measured in one run.
+
+    python -m initlab.bench [--quick]
+
+Writes reports/bench.json and reports/bench.md:
+  (a) gemm_flops: fp32 matmul throughput on exactly the matmuls of one training step of the
+      default cell (forward x W, backward dZ W^T and x^T dZ, every seed at once)
+  (b) trainer_flops: the trainer's achieved FLOP/s on the default cell (training matmul FLOPs
+      / wall time of `initlab.train.fit`), and trainer_vs_gemm = b / a
+  (c) speedup_vs_plain_loop: the same cell trained by a lab-style loop (a DataLoader, one
+      seed after another, nn.Sequential), its time / the trainer's
+  (d) pipeline_overhead: `dvc repro` of the study end to end, against the summed pure
+      training time inside it (init + fit of every cell): wall / training - 1
+  (e) noop_repro_seconds: `dvc repro` again, nothing changed
+  (f) cell_peak_rss_mb: the peak resident memory of one `python -m initlab.train` process
+
+`--quick` runs a 2-epoch cell and a 2-cell study instead of the default ones (a smoke test;
+its ratios are not the study's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from initlab.config import load_config, workspace_root
+from initlab.data.prepare import load_split
+from initlab.inits import INITS
+from initlab.io import atomic_path, write_json
+from initlab.optim import OPTIMIZERS
+from initlab.train import PROBE_SIZE, build_model, fit, initialize, seed_generator
+
+QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
+               "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
+               "train": {"epochs": 2}}
+
+
+def layer_shapes(cfg) -> list[tuple[int, int]]:
+    model = build_model(cfg, 1)
+    return [tuple(w.shape[1:]) for w in model.weights]
+
+
+def step_flops(cfg, n_seeds: int, batch: int) -> float:
+    """Matmul FLOPs of one training step: per layer 2*S*B*K*N for the forward, the same for
+    dL/dW, and again for dL/dx except at the first layer (the input needs no gradient)."""
+    shapes = layer_shapes(cfg)
+    return sum(2 * n_seeds * batch * k * n * (2 if i == 0 else 3)
+               for i, (k, n) in enumerate(shapes))
+
+
+def gemm_limit(cfg, n_seeds: int, batch: int, seconds: float = 3.0) -> float:
+    """FLOP/s of the step's matmuls alone, back to back (torch.bmm, fp32)."""
+    mats = []
+    for i, (k, n) in enumerate(layer_shapes(cfg)):
+        x, w, dz = (torch.randn(n_seeds, batch, k), torch.randn(n_seeds, k, n),
+                    torch.randn(n_seeds, batch, n))
+        mats.append((x, w, dz, i == 0))
+
+    def step():
+        for x, w, dz, first in mats:
+            torch.bmm(x, w)
+            torch.bmm(x.transpose(1, 2), dz)
+            if not first:
+                torch.bmm(dz, w.transpose(1, 2))
+
+    for _ in range(20):
+        step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    return step_flops(cfg, n_seeds, batch) * steps / (time.perf_counter() - started)
+
+
+def trainer_run(cfg, data) -> tuple[float, list[float]]:
+    """Seconds of `fit` on the cell, and each seed's final validation accuracy."""
+    seeds = list(cfg.study.seeds)
+    (x, y), val = data
+    model = build_model(cfg, len(seeds))
+    initialize(model, cfg.init, cfg.model.bias_init, seeds, x)
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+    started = time.perf_counter()
+    result = fit(model, optimizer, (x, y), val, (x[:PROBE_SIZE], y[:PROBE_SIZE]),
+                 cfg.train.epochs, cfg.train.batch_size,
+                 [seed_generator(s, "data_order") for s in seeds])
+    return time.perf_counter() - started, result.history[-1]["val_accuracy"].tolist()
+
+
+def plain_loop_run(cfg, data) -> tuple[float, list[float]]:
+    """The lab code's way: a DataLoader, an nn.Sequential, one seed after another."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from initlab.activations import ACTIVATIONS
+
+    (x, y), (x_val, y_val) = data
+    act = ACTIVATIONS[cfg.activation.name].fn
+    started, accuracies = time.perf_counter(), []
+    for seed in cfg.study.seeds:
+        generator = seed_generator(seed, "init")
+        layers = []
+        for i, (k, n) in enumerate(layer_shapes(cfg)):
+            linear = torch.nn.Linear(k, n)
+            with torch.no_grad():
+                linear.weight.copy_(INITS[cfg.init.name](k, n, generator,
+                                                         ACTIVATIONS[cfg.activation.name]).T)
+                linear.bias.zero_()
+            layers.append(linear)
+            if i < len(layer_shapes(cfg)) - 1:
+                layers.append(Lambda(act))
+        model = torch.nn.Sequential(*layers)
+        optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+        loader = DataLoader(TensorDataset(x, y), batch_size=cfg.train.batch_size, shuffle=True,
+                            generator=seed_generator(seed, "data_order"))
+        for _ in range(cfg.train.epochs):
+            for xb, yb in loader:
+                optimizer.zero_grad()
+                F.cross_entropy(model(xb), yb).backward()
+                optimizer.step()
+        with torch.no_grad():
+            accuracies.append((model(x_val).argmax(1) == y_val).float().mean().item())
+    return time.perf_counter() - started, accuracies
+
+
+class Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def repro_study(quick: bool) -> dict:
+    """(d), (e), (f) on a throwaway copy of the project (its own store and DVC cache)."""
+    root = workspace_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "project"
+        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.split()
+        for name in files:
+            if name.startswith("reports/") or name == "dvc.lock" or not (root / name).exists():
+                continue
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, copy / name)
+        if quick:
+            params = yaml.safe_load((copy / "params.yaml").read_text())
+            for section, values in QUICK_STUDY.items():
+                params[section].update(values)
+            (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        for cmd in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "b"]):
+            subprocess.run(cmd, cwd=copy, check=True)
+
+        def timed(cmd) -> float:
+            started = time.perf_counter()
+            subprocess.run(cmd, cwd=copy, env=env, check=True, capture_output=True)
+            return time.perf_counter() - started
+
+        wall = timed(["dvc", "repro"])
+        noop = timed(["dvc", "repro"])
+        training = sum(json.loads(p.read_text())["init_seconds"]
+                       + json.loads(p.read_text())["train_seconds"]
+                       for p in copy.glob("runs/*/*/tracking.json"))
+        cells = len(list(copy.glob("runs/*/*/tracking.json")))
+        rss_kb = subprocess.run(
+            [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
+            check=True, capture_output=True, text=True).stdout.split()[-1]
+    return {"repro_seconds": wall, "training_seconds": training, "cells": cells,
+            "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
+            "cell_peak_rss_mb": int(rss_kb) / 1024}
+
+
+# One training cell in a fresh process, then its own peak RSS (KiB on Linux).
+CELL_RSS = """import resource, runpy, sys
+sys.argv = ["initlab.train", *sys.argv[1:]]
+runpy.run_module("initlab.train", run_name="__main__")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run, not the study's")
+    args = parser.parse_args()
+    overrides = ["activation=relu", "init=he"] + (["train.epochs=2"] if args.quick else [])
+    cfg = load_config(overrides)
+    n_seeds = len(cfg.study.seeds)
+    (x, y), (xv, yv) = load_split("train"), load_split("val")
+    data = ((x.flatten(1), y), (xv.flatten(1), yv))
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    gemm = gemm_limit(cfg, n_seeds, cfg.train.batch_size, 1.0 if args.quick else 3.0)
+    trainer_seconds, trainer_acc = trainer_run(cfg, data)
+    threads = torch.get_num_threads()
+    steps = cfg.train.epochs * -(-len(y) // cfg.train.batch_size)
+    trainer = step_flops(cfg, n_seeds, cfg.train.batch_size) * steps / trainer_seconds
+    plain_seconds, plain_acc = plain_loop_run(cfg, data)
+    pipeline = repro_study(args.quick)
+    bench = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick, "cpu_model": cpu_model(), "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": threads, "torch_version": torch.__version__,
+        "cell": f"relu-he, {n_seeds} seeds x {cfg.train.epochs} epochs, "
+                f"depth {cfg.model.depth}, width {cfg.model.width}, batch {cfg.train.batch_size}",
+        "gemm_flops": gemm, "trainer_flops": trainer, "trainer_vs_gemm": trainer / gemm,
+        "trainer_seconds": trainer_seconds, "plain_loop_seconds": plain_seconds,
+        "speedup_vs_plain_loop": plain_seconds / trainer_seconds,
+        "trainer_val_accuracy": trainer_acc, "plain_loop_val_accuracy": plain_acc,
+        **pipeline,
+    }
+    reports = workspace_root() / "reports"
+    write_json(reports / "bench.json", bench)
+    with atomic_path(reports / "bench.md") as tmp:
+        tmp.write_text(render(bench))
+    print(render(bench))
+
+
+TARGETS = {"trainer_vs_gemm": ">= 0.6", "speedup_vs_plain_loop": ">= 1.5",
+           "pipeline_overhead": "<= 0.2", "noop_repro_seconds": "<= 3"}
+
+
+def render(bench: dict) -> str:
+    rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in (
+        "gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
+        "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb"))
+    return (f"# initlab benchmark\n\n`make bench{' --quick' if bench['quick'] else ''}` on "
+            f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
+            f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "
+            f"{bench['cell']}; study: {bench['cells']} cells.\n\n| measure | value | target |\n"
+            f"|---|---|---|\n{rows}\n\nPer-seed validation accuracy, trainer "
+            f"{[round(a, 4) for a in bench['trainer_val_accuracy']]} vs plain loop "
+            f"{[round(a, 4) for a in bench['plain_loop_val_accuracy']]}.\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Nothing lost: a real `dvc repro` interrupted by a signal, or killed, completes on the next
+run with a correct report and no MLflow run left RUNNING; queued experiments run in parallel
+all land in the project's one store; an unreachable tracking server fails fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import copy_project, project_env, run, update_params
+
+STUDY = dict(
+    study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
+    depth_sweep={"depths": [], "activations": [], "inits": []},
+    batchnorm_sweep={"activations": [], "inits": []},
+    model={"depth": 2, "width": 32},
+    train={"epochs": 400, "batch_size": 256},
+)
+
+
+def runs_by_status(root, experiment="initlab-robust") -> dict[str, list]:
+    store = root / "mlflow.db"
+    if not store.exists():
+        return {}
+    client = MlflowClient(f"sqlite:///{store}")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.cell != ''", max_results=1000) \
+        if found else []
+    by_status: dict[str, list] = {}
+    for r in runs:
+        by_status.setdefault(r.info.status, []).append(r)
+    return by_status
+
+
+def start_repro(root) -> subprocess.Popen:
+    return subprocess.Popen(["dvc", "repro"], cwd=root, env=project_env(root),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for_training(root, process, timeout=120) -> None:
+    """Until a train stage has its MLflow runs RUNNING (it is in its epochs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        if runs_by_status(root).get("RUNNING"):
+            time.sleep(1.0)  # well into the epochs
+            return
+        time.sleep(0.3)
+    raise AssertionError("training never started")
+
+
+def training_pid(root) -> int:
+    return int(runs_by_status(root)["RUNNING"][0].data.tags["pid"])
+
+
+def assert_complete(root) -> None:
+    results = pd.read_csv(root / "reports/results.csv")
+    assert len(results) == 4 and set(results.cell) == {"relu-zero", "relu-he"}
+    assert results[results.init == "he"].test_accuracy.min() > 0.8
+    assert "relu" in (root / "reports/report.md").read_text()
+    assert not list(root.glob("runs/**/.*tmp*")), "a temp output was left behind"
+    assert not runs_by_status(root).get("RUNNING")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("robust"))
+    update_params(root, **STUDY)
+    return root
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_interrupted_repro_is_resumed_and_correct(project, how):
+    update_params(project, train={**STUDY["train"], "epochs": 400 + (how == "SIGTERM")})
+    process = start_repro(project)
+    wait_for_training(project, process)
+    if how == "SIGINT":  # Ctrl-C: the whole foreground process group
+        os.killpg(process.pid, signal.SIGINT)
+    else:  # a scheduler stopping the training process
+        os.kill(training_pid(project), signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output
+    statuses = runs_by_status(project)
+    assert statuses.get("KILLED"), statuses.keys()
+    assert not statuses.get("RUNNING")
+    # The interrupted cell left nothing DVC could take for finished.
+    assert run(["dvc", "status"], project).stdout.count("train@") >= 1
+    run(["dvc", "repro"], project)
+    assert_complete(project)
+
+
+def test_killed_training_is_marked_failed_and_repro_completes(project):
+    update_params(project, train={**STUDY["train"], "epochs": 402})
+    process = start_repro(project)
+    wait_for_training(project, process)
+    dead = training_pid(project)
+    os.kill(dead, signal.SIGKILL)
+    process.communicate(timeout=120)
+    assert {r.data.tags["pid"] for r in runs_by_status(project)["RUNNING"]} == {str(dead)}
+    run(["dvc", "repro"], project)
+    assert_complete(project)
+    failed = runs_by_status(project)["FAILED"]
+    assert {r.data.tags["pid"] for r in failed} >= {str(dead)}
+
+
+def test_queued_experiments_run_in_parallel_into_one_store(project):
+    update_params(project, train={**STUDY["train"], "epochs": 3})
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "small"],
+        project)
+    before = sum(len(v) for v in runs_by_status(project).values())
+    for seeds in ("[3]", "[4]", "[5]"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"study.seeds={seeds}"], project)
+    run(["dvc", "exp", "run", "--run-all", "-j", "2"], project, timeout=600)
+    statuses = runs_by_status(project)
+    assert sum(len(v) for v in statuses.values()) == before + 3 * 2  # 3 exps x 2 cells
+    new_seeds = {r.data.tags["seed"] for r in statuses["FINISHED"]}
+    assert {"3", "4", "5"} <= new_seeds
+    assert not statuses.get("RUNNING")
+    assert not (project / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+
+
+def test_unreachable_tracking_server_fails_fast(prepared_project):
+    env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he"],
+                 prepared_project, check=False, env=env)
+    assert result.returncode == 2
+    assert "http://127.0.0.1:9" in result.stderr and "not reachable" in result.stderr
+    assert time.monotonic() - started < 30
