@@ -77,15 +77,10 @@ def project(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
-def test_interrupted_repro_is_resumed_and_correct(project, how):
-    update_params(project, train={**STUDY["train"], "epochs": 400 + (how == "SIGTERM")})
+def test_interrupted_repro_is_resumed_and_correct(project):
     process = start_repro(project)
     wait_for_training(project, process)
-    if how == "SIGINT":  # Ctrl-C: the whole foreground process group
-        os.killpg(process.pid, signal.SIGINT)
-    else:  # a scheduler stopping the training process
-        os.kill(training_pid(project), signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output
     statuses = runs_by_status(project)
@@ -97,8 +92,28 @@ def test_interrupted_repro_is_resumed_and_correct(project, how):
     assert_complete(project)
 
 
+def test_sigterm_ends_the_cell_killed_and_writes_nothing(prepared_project, tmp_path):
+    store = tmp_path / "mlflow.db"
+    env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    cell = prepared_project / "runs" / "grid" / "relu-zero"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "initlab.train", "activation=relu", "init=zero",
+         "train.epochs=400", "train.batch_size=256", "model.width=32"],
+        cwd=prepared_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not runs_by_status(tmp_path, "initlab-small").get("RUNNING"):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    statuses = runs_by_status(tmp_path, "initlab-small")
+    assert set(statuses) == {"KILLED"} and len(statuses["KILLED"]) == 2
+    assert not cell.exists() and not list(cell.parent.glob(".*tmp*"))
+
+
 def test_killed_training_is_marked_failed_and_repro_completes(project):
-    update_params(project, train={**STUDY["train"], "epochs": 402})
+    update_params(project, train={**STUDY["train"], "epochs": 401})
     process = start_repro(project)
     wait_for_training(project, process)
     dead = training_pid(project)
@@ -116,13 +131,13 @@ def test_queued_experiments_run_in_parallel_into_one_store(project):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "small"],
         project)
     before = sum(len(v) for v in runs_by_status(project).values())
-    for seeds in ("[3]", "[4]", "[5]"):
+    for seeds in ("[3]", "[4]"):
         run(["dvc", "exp", "run", "--queue", "-S", f"study.seeds={seeds}"], project)
     run(["dvc", "exp", "run", "--run-all", "-j", "2"], project, timeout=600)
     statuses = runs_by_status(project)
-    assert sum(len(v) for v in statuses.values()) == before + 3 * 2  # 3 exps x 2 cells
+    assert sum(len(v) for v in statuses.values()) == before + 2 * 2  # 2 exps x 2 cells
     new_seeds = {r.data.tags["seed"] for r in statuses["FINISHED"]}
-    assert {"3", "4", "5"} <= new_seeds
+    assert {"3", "4"} <= new_seeds
     assert not statuses.get("RUNNING")
     assert not (project / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
 

@@ -123,28 +123,33 @@ def seed_spread(histories: pd.DataFrame, path: Path) -> None:
 
 
 def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) -> None:
-    """F3: weight-gradient norm per layer at init for each depth (log scale), one panel per
-    activation and init; last panel: log10 first/last ratio against depth."""
-    pairs = sorted(at_init.groupby(["activation", "init"]).groups)
-    fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(2.6 * (len(pairs) + 1), 3.4),
-                             squeeze=False)
-    for ax, (activation, init) in zip(axes[0], pairs):
-        runs = at_init[(at_init.activation == activation) & (at_init.init == init)]
-        for depth, group in runs.groupby("depth"):
-            norms = group.groupby("layer").grad_norm.mean()
-            ax.plot(norms.index + 1, norms.values.clip(min=1e-30), marker=".", label=f"d={depth}")
-        ax.set_yscale("log")
-        ax.set_title(f"{activation}\n{init}", fontsize="small")
+    """F3: weight-gradient norm per layer at init, a line per depth (log scale), a row per
+    activation and a column per init; last column: log10 first/last ratio against depth."""
+    activations, inits = sorted(at_init.activation.unique()), sorted(at_init.init.unique())
+    fig, axes = plt.subplots(len(activations), len(inits) + 1, squeeze=False,
+                             figsize=(3.2 * (len(inits) + 1), 2.8 * len(activations)))
+    for row, activation in enumerate(activations):
+        for col, init in enumerate(inits):
+            ax = axes[row, col]
+            runs = at_init[(at_init.activation == activation) & (at_init.init == init)]
+            for depth, group in runs.groupby("depth"):
+                norms = group.groupby("layer").grad_norm.mean()
+                ax.plot(norms.index + 1, norms.values.clip(min=1e-30), marker=".",
+                        label=f"depth {depth}")
+            ax.set_yscale("log")
+            ax.set_title(f"{activation} + {init}", fontsize="small")
+        axes[row, 0].set_ylabel("||dL/dW|| at init")
+        ratio_ax = axes[row, -1]
+        for init, group in ratios[ratios.activation == activation].groupby("init"):
+            mean = group.groupby("depth").log10_ratio.mean()
+            ratio_ax.plot(mean.index, mean.values, marker="o", label=init)
+        ratio_ax.axhline(0, color="black", linewidth=0.6)
+        ratio_ax.set_title(f"{activation}: log10(first / last)", fontsize="small")
+        ratio_ax.legend(fontsize="x-small")
+    for ax in axes[-1, :-1]:
         ax.set_xlabel("layer")
-    axes[0, 0].set_ylabel("||dL/dW|| at init")
+    axes[-1, -1].set_xlabel("depth (weight layers)")
     axes[0, 0].legend(fontsize="x-small")
-    ax = axes[0, -1]
-    for (activation, init), group in ratios.groupby(["activation", "init"]):
-        mean = group.groupby("depth").log10_ratio.mean()
-        ax.plot(mean.index, mean.values, marker="o", label=f"{activation}+{init}")
-    ax.set_xlabel("depth")
-    ax.set_ylabel("log10(first / last)")
-    ax.legend(fontsize="xx-small")
     _save(fig, path)
 
 

@@ -95,7 +95,9 @@ class StudyData:
 
 
 def _p_check(case, measure, p, n, verdict, alpha) -> Check:
-    return Check(case, measure, p, float("nan"), float("nan"), f"p < {alpha}", n, verdict)
+    """A test's check: its estimate is the p-value."""
+    return Check(case, f"p-value: {measure}", p, float("nan"), float("nan"), f"p < {alpha}", n,
+                 verdict)
 
 
 def f1_zero_init(data: StudyData, out: Path) -> Finding:
@@ -105,7 +107,8 @@ def f1_zero_init(data: StudyData, out: Path) -> Finding:
         runs = data.layers[(data.layers.sweep == "grid") & (data.layers.init == "zero")
                            & (data.layers.activation == activation)]
         hidden = runs[runs.layer < runs.depth - 1]
-        if float(ACTIVATIONS[activation].fn(torch.zeros(1))) == 0.0:
+        act = ACTIVATIONS[activation]
+        if float(act.fn(torch.zeros(act.pieces))) == 0.0:
             # act(0) = 0: the chain rule gives exactly zero weight gradients everywhere ...
             largest = float(runs.grad_norm.max())
             checks.append(Check(activation, "largest weight-gradient norm, any layer/epoch",

@@ -1,0 +1,24 @@
+"""`make bench-quick` (python -m initlab.bench --quick) runs and writes valid JSON. The numbers
+themselves are measured by `make bench`, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from conftest import project_env, run
+
+KEYS = ("gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
+        "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb")
+
+
+def test_quick_bench_writes_every_key_as_a_number(prepared_project):
+    run([sys.executable, "-m", "initlab.bench", "--quick"], prepared_project,
+        env=project_env(prepared_project), timeout=600)
+    bench = json.loads((prepared_project / "reports" / "bench.json").read_text())
+    for key in KEYS:
+        assert isinstance(bench[key], (int, float)) and math.isfinite(bench[key]), key
+    assert bench["gemm_flops"] > 0 and bench["cell_peak_rss_mb"] > 10
+    assert {"cpu_model", "cores", "torch_threads", "date"} <= set(bench)
+    assert (prepared_project / "reports" / "bench.md").read_text().startswith("# initlab")
