@@ -167,7 +167,9 @@ def repro_study(quick: bool) -> dict:
 
         def timed(cmd) -> float:
             started = time.perf_counter()
-            subprocess.run(cmd, cwd=copy, env=env, check=True, capture_output=True)
+            done = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{cmd} failed in {copy}:\n{done.stdout}\n{done.stderr}")
             return time.perf_counter() - started
 
         wall = timed(["dvc", "repro"])
@@ -245,7 +247,7 @@ def render(bench: dict) -> str:
     rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in (
         "gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
         "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb"))
-    return (f"# initlab benchmark\n\n`make bench{' --quick' if bench['quick'] else ''}` on "
+    return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "
             f"{bench['cell']}; study: {bench['cells']} cells.\n\n| measure | value | target |\n"

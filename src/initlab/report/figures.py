@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -72,12 +73,28 @@ def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[st
     plt.close(fig)
 
 
+def _needs_data(draw):
+    """A finding's figure: when the study has no runs for it (its sweep is empty), a figure
+    that says so instead of an error."""
+    @functools.wraps(draw)
+    def wrapper(data, *args):
+        if len(data) == 0:
+            fig, ax = plt.subplots(figsize=(6, 1.5))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no runs of this study test this claim\n(its sweep is empty)",
+                    ha="center", va="center")
+            return _save(fig, args[-1])
+        return draw(data, *args)
+    return wrapper
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+@_needs_data
 def zero_init(results: pd.DataFrame, layers: pd.DataFrame, chance: float, path: Path) -> None:
     """F1: test accuracy of the zero-init runs against chance, and the largest hidden-layer
     weight-gradient norm per epoch (symlog: exact zeros stay visible)."""
@@ -100,6 +117,7 @@ def zero_init(results: pd.DataFrame, layers: pd.DataFrame, chance: float, path: 
     _save(fig, path)
 
 
+@_needs_data
 def seed_spread(histories: pd.DataFrame, path: Path) -> None:
     """F2: the training loss of every seed, one line each, per activation and init (the
     lecture's "different cost curve every run")."""
@@ -122,6 +140,7 @@ def seed_spread(histories: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@_needs_data
 def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) -> None:
     """F3: weight-gradient norm per layer at init, a line per depth (log scale), a row per
     activation and a column per init; last column: log10 first/last ratio against depth."""
@@ -153,6 +172,7 @@ def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) 
     _save(fig, path)
 
 
+@_needs_data
 def differences(checks, label: str, path: Path) -> None:
     """F4, F7: one estimate with its confidence interval per check."""
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(checks) + 1.2))
@@ -167,6 +187,7 @@ def differences(checks, label: str, path: Path) -> None:
     _save(fig, path)
 
 
+@_needs_data
 def accuracy_by_depth(results: pd.DataFrame, path: Path) -> None:
     """F5: test accuracy against depth, a panel per activation, a line per init."""
     activations = list(results.activation.unique())
@@ -184,6 +205,7 @@ def accuracy_by_depth(results: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@_needs_data
 def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
     """F6: test accuracy against init wall-clock seconds per run, a point per run."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -196,6 +218,7 @@ def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@_needs_data
 def variance_shares(table: pd.DataFrame, path: Path) -> None:
     """F8: eta^2 (share of the accuracy variance) per ANOVA source."""
     fig, ax = plt.subplots(figsize=(6, 3))

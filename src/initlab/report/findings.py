@@ -8,7 +8,7 @@ counts, so no verdict is written by hand anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,8 @@ class Finding:
                                undecided=counts.get(INCONCLUSIVE, 0))
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(c) for c in self.checks]).set_index("case")
+        return pd.DataFrame([vars(c) for c in self.checks],
+                            columns=[f.name for f in fields(Check)]).set_index("case")
 
 
 @dataclass
