@@ -136,7 +136,9 @@ def test_run_page_shows_its_learning_curve(ui, study_store, browser):
                 "/artifacts?workflowType=machine_learning")
     wait_for_text(browser, "learning_curve.png")
     browser.find_element(By.XPATH, "//*[text()='learning_curve.png']").click()
+    # The UI fetches the artifact and shows it as a blob: image once it has loaded.
     WebDriverWait(browser, 60).until(lambda d: any(
-        "learning_curve.png" in (img.get_attribute("src") or "")
+        (img.get_attribute("src") or "").startswith("blob:")
+        and int(img.get_attribute("naturalWidth") or 0) > 100
         for img in d.find_elements(By.TAG_NAME, "img")))
     browser.save_screenshot(str(SCREENSHOTS / "run_learning_curve.png"))

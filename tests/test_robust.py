@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ STUDY = dict(
     depth_sweep={"depths": [], "activations": [], "inits": []},
     batchnorm_sweep={"activations": [], "inits": []},
     model={"depth": 2, "width": 32},
-    train={"epochs": 400, "batch_size": 256},
+    train={"epochs": 150, "batch_size": 256},
 )
 
 
@@ -39,6 +40,19 @@ def runs_by_status(root, experiment="initlab-robust") -> dict[str, list]:
     return by_status
 
 
+def running_pids(root) -> set[str]:
+    """The pids that own RUNNING runs, read straight from the sqlite file (an MlflowClient
+    here could race the training process while it creates the store)."""
+    store = root / "mlflow.db"
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+            return {pid for (pid,) in db.execute(
+                "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'pid' AND r.status = 'RUNNING'")}
+    except sqlite3.Error:  # not created yet, or tables not yet there
+        return set()
+
+
 def start_repro(root) -> subprocess.Popen:
     return subprocess.Popen(["dvc", "repro"], cwd=root, env=project_env(root),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -50,7 +64,7 @@ def wait_for_training(root, process, timeout=120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        if runs_by_status(root).get("RUNNING"):
+        if running_pids(root):
             time.sleep(1.0)  # well into the epochs
             return
         time.sleep(0.3)
@@ -58,7 +72,7 @@ def wait_for_training(root, process, timeout=120) -> None:
 
 
 def training_pid(root) -> int:
-    return int(runs_by_status(root)["RUNNING"][0].data.tags["pid"])
+    return int(next(iter(running_pids(root))))
 
 
 def assert_complete(root) -> None:
@@ -101,7 +115,7 @@ def test_sigterm_ends_the_cell_killed_and_writes_nothing(prepared_project, tmp_p
          "train.epochs=400", "train.batch_size=256", "model.width=32"],
         cwd=prepared_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    while not runs_by_status(tmp_path, "initlab-small").get("RUNNING"):
+    while not running_pids(tmp_path):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.3)
     time.sleep(1.0)
@@ -113,7 +127,7 @@ def test_sigterm_ends_the_cell_killed_and_writes_nothing(prepared_project, tmp_p
 
 
 def test_killed_training_is_marked_failed_and_repro_completes(project):
-    update_params(project, train={**STUDY["train"], "epochs": 401})
+    update_params(project, train={**STUDY["train"], "epochs": 151})
     process = start_repro(project)
     wait_for_training(project, process)
     dead = training_pid(project)

@@ -5,8 +5,9 @@
 Writes reports/bench.json and reports/bench.md:
   (a) gemm_flops: fp32 matmul throughput on exactly the matmuls of one training step of the
       default cell (forward x W, backward dZ W^T and x^T dZ, every seed at once)
-  (b) trainer_flops: the trainer's achieved FLOP/s on the default cell (training matmul FLOPs
-      / wall time of `initlab.train.fit`), and trainer_vs_gemm = b / a
+  (b) trainer_flops: the trainer's achieved FLOP/s on the default cell (the matmul FLOPs of
+      `initlab.train.fit`, training steps and recorded evaluations, / its wall time), and
+      trainer_vs_gemm = b / a
   (c) speedup_vs_plain_loop: the same cell trained by a lab-style loop (a DataLoader, one
       seed after another, nn.Sequential), its time / the trainer's
   (d) pipeline_overhead: `dvc repro` of the study end to end, against the summed pure
@@ -59,6 +60,20 @@ def step_flops(cfg, n_seeds: int, batch: int) -> float:
     shapes = layer_shapes(cfg)
     return sum(2 * n_seeds * batch * k * n * (2 if i == 0 else 3)
                for i, (k, n) in enumerate(shapes))
+
+
+def fit_flops(cfg, n_seeds: int, n_train: int, n_val: int) -> float:
+    """Every matmul FLOP `fit` does: the training steps, plus the forward passes that record
+    the history (the train set at init, the validation set at init and after each epoch) and
+    the probe batch's forward and backward at init and after each epoch."""
+    epochs = cfg.train.epochs
+    full, last = divmod(n_train, cfg.train.batch_size)
+    steps = epochs * (step_flops(cfg, n_seeds, cfg.train.batch_size) * full
+                      + (step_flops(cfg, n_seeds, last) if last else 0))
+    forward = sum(2 * n_seeds * k * n for k, n in layer_shapes(cfg))  # per example
+    records = forward * (n_train + n_val * (epochs + 1))
+    probes = step_flops(cfg, n_seeds, PROBE_SIZE) * (epochs + 1)
+    return steps + records + probes
 
 
 def gemm_limit(cfg, n_seeds: int, batch: int, seconds: float = 3.0) -> float:
@@ -216,8 +231,7 @@ def main() -> None:
     gemm = gemm_limit(cfg, n_seeds, cfg.train.batch_size, 1.0 if args.quick else 3.0)
     trainer_seconds, trainer_acc = trainer_run(cfg, data)
     threads = torch.get_num_threads()
-    steps = cfg.train.epochs * -(-len(y) // cfg.train.batch_size)
-    trainer = step_flops(cfg, n_seeds, cfg.train.batch_size) * steps / trainer_seconds
+    trainer = fit_flops(cfg, n_seeds, len(y), len(yv)) / trainer_seconds
     plain_seconds, plain_acc = plain_loop_run(cfg, data)
     pipeline = repro_study(args.quick)
     bench = {

@@ -8,12 +8,14 @@ and only when a stage logs.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 from initlab.config import tracking_root
 
@@ -47,9 +49,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def client():
+    """An MlflowClient on the project's store. Opening a sqlite store creates or migrates its
+    tables, which two processes must not do at once (parallel `dvc exp run` workers on a new
+    store): a file lock beside the store makes them take turns."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri())
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    store = Path(uri.removeprefix("sqlite:///"))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.with_name(store.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # the store is ready
+    return mlflow_client
 
 
 def experiment_id(mlflow_client, study: str) -> str:
