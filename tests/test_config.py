@@ -15,6 +15,7 @@ CASES = [
     (["init=glorot"], {}, ["init/glorot", "Available options", "xavier"]),
     (["dataset=imagenet"], {}, ["dataset/imagenet", "Available options", "mnist_subset"]),
     (["optimizer=rmsprop"], {}, ["optimizer/rmsprop", "Available options", "adam"]),
+    (["model=resnet"], {}, ["model/resnet", "Available options", "mlp"]),
     (["optimizer.lr=0"], {}, ["optimizer.lr=0.0", "must be > 0"]),
     (["study.seeds=[]"], {}, ["study.seeds=[]", "non-empty list"]),
     (["train.epochs=ten"], {}, ["train.epochs", "'ten'", "Integer"]),
@@ -57,3 +58,24 @@ def test_bad_config_fails_clearly(prepared_project, params_restored, tmp_path, o
     assert "Traceback" not in result.stderr
     assert not (prepared_project / "runs" / "relu-he").exists()
     assert not store.exists()  # failed before any MLflow run was created
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_bad_data_file_fails_clearly(prepared_project, tmp_path, damage):
+    data = prepared_project / "data" / "prepared" / "train.pt"
+    original = data.read_bytes()
+    try:
+        if damage == "missing":
+            data.unlink()
+        else:
+            data.write_bytes(original[: len(original) // 3])
+        store = tmp_path / "mlflow.db"
+        env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+        result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he"],
+                     prepared_project, check=False, env=env)
+    finally:
+        data.write_bytes(original)
+    assert result.returncode == 2
+    assert str(data) in result.stderr
+    assert ("missing" if damage == "missing" else "corrupt") in result.stderr
+    assert "Traceback" not in result.stderr and not store.exists()
