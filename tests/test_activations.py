@@ -29,7 +29,8 @@ DEFINITIONS = {
     "softplus": lambda x: math.log1p(math.exp(x)),
 }
 GAINS = {"sigmoid": 1.0, "tanh": 5 / 3, "relu": math.sqrt(2),
-         "leaky_relu": math.sqrt(2 / (1 + 0.01 ** 2)), "vleaky_relu": math.sqrt(2 / (1 + 0.333 ** 2)),
+         "leaky_relu": math.sqrt(2 / (1 + 0.01 ** 2)),
+         "vleaky_relu": math.sqrt(2 / (1 + 0.333 ** 2)),
          "elu": math.sqrt(2), "selu": 3 / 4, "gelu": math.sqrt(2), "silu": math.sqrt(2),
          "softplus": math.sqrt(2), "maxout": 1.0}
 

@@ -23,7 +23,8 @@ CASES = [
     (["model.depth=0"], {}, ["model.depth=0", ">= 1"]),
     (["train.batch_size=100000"], {}, ["train.batch_size=100000", "3500 training examples"]),
     ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
-    ([], {"model:": "modle:"}, ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),
+    ([], {"model:": "modle:"},
+     ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),
     ([], {"  depth:": "  dpeth:"}, ["params.yaml", "unknown key 'model.dpeth'", "'depth'"]),
     ([], {"study:\n": "study: [\n"}, ["params.yaml", "malformed YAML"]),
 ]

@@ -6,7 +6,6 @@ import json
 import math
 
 import pandas as pd
-import pytest
 import torch
 
 from initlab.config import load_config
