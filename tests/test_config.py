@@ -1,5 +1,6 @@
 """Bad config: one clear error naming the key, the bad value and what is allowed; exit status
-2; nothing written; no MLflow run."""
+2; nothing written; no MLflow run. Each case runs the train stage's real entry point
+(`initlab.train.main`, what `python -m initlab.train` calls) in-process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import sys
 
 import pytest
 
-from conftest import project_env, run
 
 CASES = [
     # (command-line overrides, params.yaml text replacements, expected message parts)
@@ -38,45 +38,54 @@ def params_restored(prepared_project):
     path.write_text(original)
 
 
+def train_main(argv, project, store, monkeypatch, capsys) -> tuple[int, str]:
+    """Run the train stage's entry point like the command line does: (exit status, stderr)."""
+    from initlab.train import main
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setattr(sys, "argv", ["initlab.train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("overrides,edits,expected", CASES,
                          ids=[" ".join(c[0]) or next(iter(c[1].values())).split()[-1]
                               for c in CASES])
 def test_bad_config_fails_clearly(prepared_project, params_restored, tmp_path, overrides,
-                                  edits, expected):
+                                  edits, expected, monkeypatch, capsys):
     text = params_restored.read_text()
     for old, new in edits.items():
         assert old in text
         text = text.replace(old, new, 1)
     params_restored.write_text(text)
     store = tmp_path / "mlflow.db"
-    env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he",
-                  *overrides], prepared_project, check=False, env=env)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("initlab: error:")
+    status, stderr = train_main(["activation=relu", "init=he", *overrides], prepared_project,
+                                store, monkeypatch, capsys)
+    assert status == 2, stderr
+    assert stderr.startswith("initlab: error:") and stderr.count("\n") == 1
     for part in expected:
-        assert part in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+        assert part in stderr, stderr
     assert not (prepared_project / "runs" / "relu-he").exists()
     assert not store.exists()  # failed before any MLflow run was created
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
-def test_bad_data_file_fails_clearly(prepared_project, tmp_path, damage):
+def test_bad_data_file_fails_clearly(prepared_project, tmp_path, damage, monkeypatch, capsys):
     data = prepared_project / "data" / "prepared" / "train.pt"
     original = data.read_bytes()
+    store = tmp_path / "mlflow.db"
     try:
         if damage == "missing":
             data.unlink()
         else:
             data.write_bytes(original[: len(original) // 3])
-        store = tmp_path / "mlflow.db"
-        env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-        result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he"],
-                     prepared_project, check=False, env=env)
+        status, stderr = train_main(["activation=relu", "init=he"], prepared_project, store,
+                                    monkeypatch, capsys)
     finally:
         data.write_bytes(original)
-    assert result.returncode == 2
-    assert str(data) in result.stderr
-    assert ("missing" if damage == "missing" else "corrupt") in result.stderr
-    assert "Traceback" not in result.stderr and not store.exists()
+    assert status == 2
+    assert str(data) in stderr
+    assert ("missing" if damage == "missing" else "corrupt") in stderr
+    assert stderr.count("\n") == 1 and not store.exists()

@@ -289,7 +289,10 @@ def read_params(root: Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (it holds the study to run)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: "
+                          f"{getattr(e, 'problem', None) or e}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     _check_keys(path, params, Config, "")

@@ -21,7 +21,6 @@ from initlab.report.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Inter
 
 GOOD_INITS = ("xavier", "he")  # the lecture's fixes
 NAIVE_INITS = ("uniform", "normal")  # the lecture's "random" inits
-FRONTIER = ("lsuv", "orthogonal", "batchnorm")  # F7's methods; batchnorm = he + batch norm
 
 SENTENCE = ("**{verdict}**: {supported} of {total} checks support the claim, "
             "{contradicted} contradict it and {undecided} cannot decide.")

@@ -19,9 +19,6 @@ class Interval:
     high: float
     n: int  # the smallest group size behind it
 
-    def __str__(self) -> str:
-        return f"{self.estimate:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
-
 
 def bootstrap_mean(values, thresholds) -> Interval:
     """Percentile bootstrap CI of the mean of one sample (scipy.stats.bootstrap)."""

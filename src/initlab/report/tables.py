@@ -48,11 +48,3 @@ def accuracy_grid(stats: pd.DataFrame, inits: list[str], activations: list[str])
         index="init", columns="activation", values="text")
     return grid.reindex(index=inits, columns=activations)
 
-
-def to_markdown(table: pd.DataFrame, index_name: str) -> str:
-    """A GitHub markdown table (no extra dependency for pandas' to_markdown)."""
-    header = [index_name, *map(str, table.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        lines.append("| " + " | ".join([str(index), *map(str, row.tolist())]) + " |")
-    return "\n".join(lines)
