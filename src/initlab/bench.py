@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import yaml
 from initlab.config import load_config, workspace_root
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
-from initlab.io import atomic_path, write_json
+from initlab.io import atomic_path, copy_project, write_json
 from initlab.optim import OPTIMIZERS
 from initlab.train import PROBE_SIZE, build_model, fit, initialize, seed_generator
 
@@ -162,23 +161,13 @@ def repro_study(quick: bool) -> dict:
     """(d), (e), (f) on a throwaway copy of the project (its own store and DVC cache)."""
     root = workspace_root()
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "project"
-        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.split()
-        for name in files:
-            if name.startswith("reports/") or name == "dvc.lock" or not (root / name).exists():
-                continue
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / name, copy / name)
+        copy = copy_project(root, Path(tmp) / "project")
         if quick:
             params = yaml.safe_load((copy / "params.yaml").read_text())
             for section, values in QUICK_STUDY.items():
                 params[section].update(values)
             (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-        for cmd in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "b"]):
-            subprocess.run(cmd, cwd=copy, check=True)
 
         def timed(cmd) -> float:
             started = time.perf_counter()
