@@ -13,7 +13,8 @@ from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.optim import OPTIMIZERS
 from initlab.tracking import client, experiment_id
-from initlab.train import build_model, fit, seed_generator, train_cell
+from initlab.models import build_model
+from initlab.train import fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
 
@@ -23,9 +24,8 @@ def _fit(cfg, seeds):
     model = build_model(cfg, len(seeds))
     model.initialize(INITS[cfg.init.name], [seed_generator(s, "init") for s in seeds], "zero")
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
-    x, y = xt[:600].flatten(1), yt[:600]
-    result = fit(model, optimizer, (x, y), (xv.flatten(1), yv), (x[:64], y[:64]),
-                 cfg.train.epochs, cfg.train.batch_size,
+    x, y = xt[:600], yt[:600]
+    result = fit(model, optimizer, (x, y), (xv, yv), (x[:64], y[:64]), cfg.train,
                  [seed_generator(s, "data_order") for s in seeds])
     return model, result
 

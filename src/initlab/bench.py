@@ -41,7 +41,8 @@ from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.io import atomic_path, copy_project, write_json
 from initlab.optim import OPTIMIZERS
-from initlab.train import PROBE_SIZE, build_model, fit, initialize, seed_generator
+from initlab.models import build_model
+from initlab.train import fit, initialize, seed_generator
 
 QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
                "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
@@ -71,7 +72,7 @@ def fit_flops(cfg, n_seeds: int, n_train: int, n_val: int) -> float:
                       + (step_flops(cfg, n_seeds, last) if last else 0))
     forward = sum(2 * n_seeds * k * n for k, n in layer_shapes(cfg))  # per example
     records = forward * (n_train + n_val * (epochs + 1))
-    probes = step_flops(cfg, n_seeds, PROBE_SIZE) * (epochs + 1)
+    probes = step_flops(cfg, n_seeds, cfg.train.probe_size) * (epochs + 1)
     return steps + records + probes
 
 
@@ -107,8 +108,8 @@ def trainer_run(cfg, data) -> tuple[float, list[float]]:
     initialize(model, cfg.init, cfg.model.bias_init, seeds, x)
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
     started = time.perf_counter()
-    result = fit(model, optimizer, (x, y), val, (x[:PROBE_SIZE], y[:PROBE_SIZE]),
-                 cfg.train.epochs, cfg.train.batch_size,
+    probe = cfg.train.probe_size
+    result = fit(model, optimizer, (x, y), val, (x[:probe], y[:probe]), cfg.train,
                  [seed_generator(s, "data_order") for s in seeds])
     return time.perf_counter() - started, result.history[-1]["val_accuracy"].tolist()
 

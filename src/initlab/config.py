@@ -24,11 +24,26 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ResourceConfig:
+    """One file to download: its name on the mirrors and its md5 (torchvision's value)."""
+    file: str = MISSING
+    md5: str = MISSING
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     source: str = MISSING
     num_classes: int = 10
     image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    # A local copy to read instead of downloading (an IDX folder, or cifar-10-batches-py).
+    path: str | None = None
+    # Downloads: base URLs tried in order, the files with their md5, and how hard to try.
+    mirrors: list[str] = field(default_factory=list)
+    resources: dict[str, ResourceConfig] = field(default_factory=dict)
+    retries: int = 3
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 30.0
 
 
 @dataclass
@@ -41,10 +56,11 @@ class SplitConfig:
 @dataclass
 class ModelConfig:
     name: str = "mlp"
-    depth: int = 3
-    width: int = 256
+    depth: int = 3  # mlp: weight layers
+    width: int = 256  # mlp: units per hidden layer; cnn, fitnet4: units of the hidden fc layer
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn: one conv per entry
     bias_init: str = "zero"
-    batchnorm: bool = False
+    batchnorm: bool = False  # mlp only
 
 
 @dataclass
@@ -80,12 +96,21 @@ class OptimizerConfig:
     lr: float = MISSING
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # Step decay: lr is multiplied by `gamma` at each of these iterations (minibatch steps).
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
+    augment: str = "none"  # none | mirror_crop (random horizontal flip, 4-pixel-padded crop)
+    probe_size: int = 256  # the first training examples: the fixed batch of the layer probes
+    eval_batch_size: int = 1000  # examples per forward pass when measuring loss and accuracy
+    # Mixed precision (bfloat16 autocast). Off by default: it changes numerics, and this is a
+    # study of numerics.
+    amp: bool = False
 
 
 @dataclass
@@ -154,7 +179,7 @@ class Config:
 
 ConfigStore.instance().store(name="schema", node=Config)
 _SECTIONS = {cls.__name__: cls for cls in (
-    DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
+    ResourceConfig, DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
     RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, DepthSweepConfig,
     BatchnormSweepConfig)}
 
@@ -170,8 +195,11 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check ranges and registry names that the schema's types cannot express."""
     from initlab.activations import ACTIVATIONS
+    from initlab.augment import AUGMENTATIONS
+    from initlab.data.sources import SOURCES
     from initlab.inits import INITS
     from initlab.inits.data_dependent import DATA_INITS
+    from initlab.models import MODELS
     from initlab.optim import OPTIMIZERS
 
     inits = {**INITS, **DATA_INITS}
@@ -185,8 +213,32 @@ def validate(cfg: DictConfig) -> None:
     ]:
         for name in names:
             _require(name in registry, key, name, f"one of {sorted(registry)}")
-    _require(cfg.optimizer.name in OPTIMIZERS, "optimizer", cfg.optimizer.name,
-             f"one of {sorted(OPTIMIZERS)}")
+    for key, value, registry in [("optimizer", cfg.optimizer.name, OPTIMIZERS),
+                                 ("model", cfg.model.name, MODELS),
+                                 ("dataset.source", cfg.dataset.source, SOURCES),
+                                 ("train.augment", cfg.train.augment, AUGMENTATIONS)]:
+        _require(value in registry, key, value, f"one of {sorted(registry)}")
+    if cfg.model.name != "mlp":
+        cell_inits = [cfg.init.name, *cfg.study.inits, *cfg.batchnorm_sweep.inits]
+        _require("rbm" not in cell_inits, "init", "rbm", "only with model=mlp: RBM "
+                 "pre-training (Hinton et al. 2006) stacks fully connected layers")
+        _require(not cfg.model.batchnorm, "model.batchnorm", True, "only with model=mlp")
+        _require(not cfg.depth_sweep.depths and not cfg.batchnorm_sweep.activations,
+                 "depth_sweep/batchnorm_sweep", f"with model={cfg.model.name}",
+                 "empty lists: those sweeps vary the mlp")
+    _require(all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) > 0,
+             "model.channels", list(cfg.model.channels), "a non-empty list of counts >= 1")
+    milestones = list(cfg.optimizer.milestones)
+    _require(milestones == sorted(set(milestones)) and all(m >= 1 for m in milestones),
+             "optimizer.milestones", milestones, "increasing iteration counts >= 1")
+    _require(cfg.optimizer.gamma > 0, "optimizer.gamma", cfg.optimizer.gamma, "must be > 0")
+    for key in ("probe_size", "eval_batch_size"):
+        _require(cfg.train[key] >= 1, f"train.{key}", cfg.train[key], "must be >= 1")
+    _require(cfg.dataset.retries >= 1, "dataset.retries", cfg.dataset.retries, "must be >= 1")
+    _require(cfg.dataset.timeout_seconds > 0, "dataset.timeout_seconds",
+             cfg.dataset.timeout_seconds, "must be > 0")
+    _require(cfg.dataset.backoff_seconds >= 0, "dataset.backoff_seconds",
+             cfg.dataset.backoff_seconds, "must be >= 0")
     _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
     _require(cfg.optimizer.momentum >= 0, "optimizer.momentum", cfg.optimizer.momentum,
              "must be >= 0")

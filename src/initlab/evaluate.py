@@ -35,7 +35,8 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 
 
 def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
-    from initlab.train import build_model, evaluate
+    from initlab.models import build_model
+    from initlab.train import evaluate
 
     cfg = OmegaConf.load(cell_dir / "config.yaml")
     cost = json.loads((cell_dir / "tracking.json").read_text())
@@ -45,7 +46,8 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
         summary = json.loads((seed_dir / "summary.json").read_text())
         model = build_model(cfg, n_models=1)
         model.load_seed_state_dicts([torch.load(seed_dir / "model.pt", weights_only=True)])
-        test_loss, test_accuracy = (float(v[0]) for v in evaluate(model, x_test, y_test))
+        test_loss, test_accuracy = (float(v[0]) for v in evaluate(model, x_test, y_test,
+                                                                  cfg.train.eval_batch_size))
         rows.append({
             "study": cfg.study.name, "sweep": sweep, "cell": cell_dir.name,
             "run_dir": cfg.run_dir, "activation": cfg.activation.name, "init": cfg.init.name,
@@ -90,7 +92,6 @@ def main() -> None:
         cfg = load_config(sys.argv[1:])
         cells = cell_dirs(cfg)
         x_test, y_test = load_split("test")
-        x_test = x_test.flatten(1)
         from initlab import tracking
 
         mlflow_client = tracking.client()

@@ -20,7 +20,8 @@ LAYER_STATS = ("z_mean", "z_std", "h_mean", "h_std", "saturated", "dead", "unit_
 
 
 def layer_statistics(model, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Per statistic a (seeds, layers) tensor, on the probe batch x (B, D), y (B,):
+    """Per statistic a (seeds, layers) tensor, on the probe batch x (B, ...), y (B,);
+    a conv layer's units are its (channel, position) pairs:
 
     - z_mean, z_std: of the linear outputs z = h_prev W + b
     - h_mean, h_std: of the layer outputs h = act(z) (the logits for the last layer)
@@ -48,7 +49,7 @@ def layer_statistics(model, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     not_applicable = torch.full((seeds,), float("nan"), device=x.device)
     stats = {k: [] for k in LAYER_STATS}
     for layer, ((z, h), grad) in enumerate(zip(outputs, grads)):
-        z, h = z.detach(), h.detach()
+        z, h = z.detach().flatten(2), h.detach().flatten(2)
         stats["z_mean"].append(z.mean(dim=(1, 2)))
         stats["z_std"].append(z.std(dim=(1, 2)))
         stats["h_mean"].append(h.mean(dim=(1, 2)))

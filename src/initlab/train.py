@@ -11,7 +11,7 @@ data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomi
     seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
     seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)
     seed_<s>/summary.json       best val accuracy, diverged or not
-    tracking.json               MLflow run ids, device, seconds (not results)
+    tracking.json               MLflow run ids, device, parameter count, seconds (not results)
 """
 
 from __future__ import annotations
@@ -29,20 +29,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from initlab.activations import ACTIVATIONS
+from initlab.augment import AUGMENTATIONS
 from initlab.config import ConfigError, load_config, reported_errors, workspace_root
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
 from initlab.io import atomic_path, sha256, write_json
-from initlab.models import SeedBatchedMLP
-from initlab.optim import OPTIMIZERS
+from initlab.models import SeedBatchedNet, build_model
+from initlab.optim import OPTIMIZERS, step_decay
 from initlab.probes import layer_statistics
 from initlab.progress import Progress
 
 HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 RANDOM_STREAMS = ("init", "data_order")
-PROBE_SIZE = 256  # the first training examples: a fixed batch for the layer statistics
 
 
 def seed_generator(seed: int, stream: str) -> torch.Generator:
@@ -69,13 +68,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg, n_models: int) -> SeedBatchedMLP:
-    return SeedBatchedMLP(n_models, int(np.prod(cfg.dataset.image_shape)),
-                          cfg.dataset.num_classes, cfg.model.depth, cfg.model.width,
-                          ACTIVATIONS[cfg.activation.name], cfg.model.batchnorm)
-
-
-def initialize(model: SeedBatchedMLP, init_cfg, bias_init: str, seeds: list[int],
+def initialize(model: SeedBatchedNet, init_cfg, bias_init: str, seeds: list[int],
                x_train: torch.Tensor) -> dict[str, torch.Tensor]:
     """Draw the weights of every seed with the configured init. A data-dependent init
     (`initlab.inits.data_dependent`) draws its pre-init, then runs on the training inputs.
@@ -90,16 +83,21 @@ def initialize(model: SeedBatchedMLP, init_cfg, bias_init: str, seeds: list[int]
 
 
 @torch.no_grad()
-def evaluate(model: SeedBatchedMLP, x: torch.Tensor, y: torch.Tensor):
-    """Per-seed (loss, accuracy) on one split: x (N, D) shared by every seed, in eval mode
-    (batch norm uses its running statistics)."""
+def evaluate(model: SeedBatchedNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    """Per-seed (loss, accuracy) on one split: x (N, ...) shared by every seed, `batch_size`
+    examples per forward pass, in eval mode (batch norm uses its running statistics)."""
     was_training = model.training
     model.eval()
-    logits = model(x.expand(len(model.weights[0]), *x.shape))
+    loss_sum = torch.zeros(model.n_models, device=x.device)
+    correct = torch.zeros(model.n_models, device=x.device)
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb.expand(model.n_models, *xb.shape))
+        loss_sum += F.cross_entropy(logits.transpose(1, 2), yb.expand(len(logits), -1),
+                                    reduction="none").sum(1)
+        correct += (logits.argmax(-1) == yb).sum(1)
     model.train(was_training)
-    losses = F.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1),
-                             reduction="none").mean(1)
-    return losses, (logits.argmax(-1) == y).float().mean(1)
+    return loss_sum / len(y), correct / len(y)
 
 
 @dataclass
@@ -119,20 +117,23 @@ class FitResult:
         return history, layers
 
 
-def fit(model, optimizer, train, val, probe, epochs: int, batch_size: int, order_generators,
+def fit(model, optimizer, train, val, probe, train_cfg, order_generators, scheduler=None,
         on_epoch=None) -> FitResult:
-    """Minibatch training of every seed at once; each seed draws its own data order. At init
-    (epoch 0) and after every epoch it records the train/val loss and accuracy and the layer
-    statistics on the fixed probe batch (`initlab.probes`). A seed whose epoch loss is NaN/inf
-    has diverged: its record stops there and it is left alone (nothing crosses the seed axis,
-    so the others go on unaffected)."""
+    """Minibatch training of every seed at once (`train_cfg`: epochs, batch_size, augment,
+    amp, eval_batch_size); each seed draws its own data order and augmentations. The
+    `scheduler`, if any, steps after every minibatch. At init (epoch 0) and after every epoch
+    it records the train/val loss and accuracy and the layer statistics on the fixed probe
+    batch (`initlab.probes`). A seed whose epoch loss is NaN/inf has diverged: its record stops
+    there and it is left alone (nothing crosses the seed axis, so the others go on
+    unaffected)."""
     (x_train, y_train), (x_val, y_val) = train, val
-    n_seeds, n = len(order_generators), len(y_train)
+    n_seeds, n, batch_size = len(order_generators), len(y_train), train_cfg.batch_size
+    augment = AUGMENTATIONS[train_cfg.augment]
     use_threads_for(n_seeds)
     result = FitResult([], [], [None] * n_seeds)
 
     def record(epoch, train_loss, train_acc):
-        val_loss, val_acc = evaluate(model, x_val, y_val)
+        val_loss, val_acc = evaluate(model, x_val, y_val, train_cfg.eval_batch_size)
         row = dict(zip(HISTORY_COLUMNS, (train_loss, train_acc, val_loss, val_acc)))
         for s in range(n_seeds):
             if result.diverged_at[s] is None and not torch.isfinite(train_loss[s]):
@@ -142,20 +143,24 @@ def fit(model, optimizer, train, val, probe, epochs: int, batch_size: int, order
         if on_epoch:
             on_epoch(epoch, result)
 
-    record(0, *evaluate(model, x_train, y_train))
-    for epoch in range(1, epochs + 1):
+    record(0, *evaluate(model, x_train, y_train, train_cfg.eval_batch_size))
+    for epoch in range(1, train_cfg.epochs + 1):
         order = torch.stack([torch.randperm(n, generator=g) for g in order_generators])
         order = order.to(x_train.device)
         loss_sum = torch.zeros(n_seeds, device=x_train.device)
         correct = torch.zeros(n_seeds, device=x_train.device)
         for start in range(0, n, batch_size):
             idx = order[:, start:start + batch_size]
-            logits = model(x_train[idx])
             y = y_train[idx]
-            losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+            with torch.autocast(x_train.device.type, torch.bfloat16, enabled=train_cfg.amp):
+                logits = model(augment(x_train[idx], order_generators))
+                losses = F.cross_entropy(logits.float().transpose(1, 2), y,
+                                         reduction="none").mean(1)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
+            if scheduler:
+                scheduler.step()
             loss_sum += losses.detach() * idx.shape[1]
             correct += (logits.detach().argmax(-1) == y).sum(1)
         record(epoch, loss_sum / n, correct / n)
@@ -198,12 +203,10 @@ def train_cell(cfg) -> Path:
         # ~3 s of imports (torch._dynamo) per cell.
         torch.use_deterministic_algorithms(True)
     train, val = (tuple(t.to(device) for t in load_split(s)) for s in ("train", "val"))
-    train = (train[0].flatten(1), train[1])
-    val = (val[0].flatten(1), val[1])
     if cfg.train.batch_size > len(train[1]):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not allowed: at most "
                           f"the {len(train[1])} training examples")
-    probe = (train[0][:PROBE_SIZE], train[1][:PROBE_SIZE])
+    probe = (train[0][:cfg.train.probe_size], train[1][:cfg.train.probe_size])
     seeds = list(cfg.study.seeds)
     out_dir = workspace_root() / cfg.run_dir
     cell = out_dir.name
@@ -212,11 +215,14 @@ def train_cell(cfg) -> Path:
     init_log = initialize(model, cfg.init, cfg.model.bias_init, seeds, train[0])
     init_seconds = time.perf_counter() - started
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+    scheduler = step_decay(optimizer, cfg.optimizer) if cfg.optimizer.milestones else None
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tags = {"activation": cfg.activation.name, "init": cfg.init.name,
+    tags = {"activation": cfg.activation.name, "init": cfg.init.name, "model": cfg.model.name,
             "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
+            "parameters": str(model.seed_parameter_count()),
             "dataset": cfg.dataset.name, "study": cfg.study.name,
-            "sweep": Path(cfg.run_dir).parent.name, "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
+            "sweep": Path(cfg.run_dir).parent.name,
+            "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
             "git_commit": tracking.git_commit(), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
     dataset = {"name": cfg.dataset.name, "digest": tags["dataset_sha256"][:36],
@@ -234,9 +240,8 @@ def train_cell(cfg) -> Path:
             progress.update(epoch, result)
 
         started = time.perf_counter()
-        result = fit(model, optimizer, train, val, probe, cfg.train.epochs,
-                     cfg.train.batch_size, [seed_generator(s, "data_order") for s in seeds],
-                     on_epoch)
+        result = fit(model, optimizer, train, val, probe, cfg.train,
+                     [seed_generator(s, "data_order") for s in seeds], scheduler, on_epoch)
         seconds = time.perf_counter() - started
         progress.close(result)
         with atomic_path(out_dir) as tmp:
@@ -266,6 +271,7 @@ def train_cell(cfg) -> Path:
                 "mlflow_run_ids": dict(zip(map(str, seeds), runs.wait())),
                 "tracking_uri": tracking.tracking_uri(),
                 "device": str(device), "torch_threads": torch.get_num_threads(),
+                "parameters_per_seed": model.seed_parameter_count(),
                 "init_seconds": init_seconds, "train_seconds": seconds})
     return out_dir
 

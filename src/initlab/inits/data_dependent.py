@@ -1,7 +1,7 @@
 """Data-dependent initializations: they start from a plain init, then look at training data.
 
 Each is `init(model, x_train, generators, cfg) -> log`, where `model` is a seed-batched model
-already drawn with the init's `pre_init`, `x_train` is the (N, D) training inputs in [0, 1],
+already drawn with the init's `pre_init`, `x_train` is the training inputs (N, C, H, W) in [0, 1],
 `generators` are the seeds' init streams (each seed picks its own batches), and `log` maps a
 metric name to a (steps, seeds) tensor that training records in MLflow (`step` = row).
 """
@@ -22,7 +22,7 @@ class DataInit:
 
 
 def _per_seed_batches(x: Tensor, generators, size: int) -> Tensor:
-    """(S, size, D): for each seed, `size` rows of x chosen by that seed's generator."""
+    """(S, size, ...): for each seed, `size` examples of x chosen by that seed's generator."""
     idx = torch.stack([torch.randperm(len(x), generator=g)[:size] for g in generators])
     return x[idx.to(x.device)]
 
@@ -34,7 +34,9 @@ def lsuv(model, x_train: Tensor, generators, cfg) -> dict[str, Tensor]:
     Pre-init: orthonormal (Saxe et al. 2014). Then, from the first layer to the last, scale
     W_l <- W_l / sqrt(Var[x W_l + b_l]) on a training minibatch until |Var - 1| < tol or
     `max_iter` scalings; biases 0. Each seed is scaled on its own minibatch and its own
-    variance. Logs, per layer, the iterations used and the final variance."""
+    variance. On a conv net a conv layer is scaled like a fully connected one: its
+    variance is over the minibatch, the channels and the positions. Logs, per layer, the
+    iterations used and the final variance."""
     batch = _per_seed_batches(x_train, generators, cfg.batch_size)
     for b in model.biases:
         b.zero_()
@@ -42,11 +44,11 @@ def lsuv(model, x_train: Tensor, generators, cfg) -> dict[str, Tensor]:
     for layer, w in enumerate(model.weights):
         iterations = torch.zeros(len(w), device=w.device)
         while True:
-            variance = model.layer_outputs(batch)[layer][0].var(dim=(1, 2))
+            variance = model.layer_outputs(batch)[layer][0].flatten(1).var(dim=1)
             todo = ((variance - 1).abs() >= cfg.tol) & (iterations < cfg.max_iter)
             if not todo.any():
                 break
-            w.mul_(torch.where(todo, variance.rsqrt(), 1.0).view(-1, 1, 1))
+            w.mul_(torch.where(todo, variance.rsqrt(), 1.0).view(-1, *[1] * (w.ndim - 1)))
             iterations += todo
         log[f"lsuv_iterations_layer{layer}"] = iterations.cpu().unsqueeze(0)
         log[f"lsuv_variance_layer{layer}"] = variance.cpu().unsqueeze(0)
@@ -72,9 +74,10 @@ def rbm(model, x_train: Tensor, generators, cfg) -> dict[str, Tensor]:
     the pieces of a maxout layer). The output layer keeps its pre-init; fine-tuning is the
     normal training that follows, whatever the activation (the RBM's units are sigmoid; with
     another activation the pre-trained weights are used as they are). Logs the mean squared
-    reconstruction error per layer and epoch."""
+    reconstruction error per layer and epoch. Fully connected nets only: the config refuses
+    rbm with a conv net (`initlab.config.validate`)."""
     seeds = len(generators)
-    visible = x_train.unsqueeze(0).expand(seeds, -1, -1)
+    visible = x_train.flatten(1).unsqueeze(0).expand(seeds, -1, -1)
     pieces = model.activation.pieces
     log = {}
     for layer, (w, b) in enumerate(zip(model.weights[:-1], model.biases[:-1])):

@@ -68,10 +68,11 @@ def activation_samples(cfg) -> dict[tuple[str, str], list]:
     import torch
 
     from initlab.data.prepare import load_split
-    from initlab.train import PROBE_SIZE, build_model, initialize
+    from initlab.models import build_model
+    from initlab.train import initialize
 
     x, _ = load_split("train")
-    x = x[:PROBE_SIZE].flatten(1)
+    x = x[:cfg.train.probe_size]
     samples = {}
     for activation, init in HISTOGRAM_CASES:
         case = OmegaConf.merge(cfg, {"activation": {"name": activation},
