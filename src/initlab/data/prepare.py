@@ -28,8 +28,12 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int):
     """Indices (keep, held_out): `fraction` of every class held out, chosen by `seed`."""
     from sklearn.model_selection import train_test_split
 
-    return train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
-                            random_state=seed)
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
+                                random_state=seed)
+    except ValueError as e:  # too few examples of a class for a stratified split
+        raise ConfigError(f"split: cannot hold out {fraction:.3g} of {len(labels)} examples "
+                          f"stratified ({e})") from None
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -65,6 +65,9 @@ def fetch(dataset_cfg, scratch: Path) -> dict[str, Path]:
     Returns role -> downloaded file; raises DataError naming every URL tried and its cause."""
     from torchvision.datasets.utils import download_url
 
+    if not dataset_cfg.resources:
+        raise DataError(f"dataset.path=None is not allowed for dataset {dataset_cfg.name}: it "
+                        "has nothing to download; set dataset.path to the local copy's folder")
     paths = {}
     for role, resource in dataset_cfg.resources.items():
         failures = []
