@@ -4,9 +4,15 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
+
+from initlab.config import load_config, study_cells
+
+from conftest import REPO
 
 
 CASES = [
@@ -22,6 +28,10 @@ CASES = [
     (["model.depth=[2,3]"], {}, ["model.depth", "[2, 3]", "Integer"]),
     (["model.depth=0"], {}, ["model.depth=0", ">= 1"]),
     (["train.batch_size=100000"], {}, ["train.batch_size=100000", "3500 training examples"]),
+    (["train.augment=flip"], {}, ["train.augment='flip'", "mirror_crop"]),
+    (["optimizer.milestones=[500,300]"], {}, ["optimizer.milestones=[500, 300]", "increasing"]),
+    (["model=cnn", "init=rbm", "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]"], {},
+     ["init='rbm' is not allowed: only with model=mlp"]),
     ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
     ([], {"model:": "modle:"},
      ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),
@@ -89,3 +99,16 @@ def test_bad_data_file_fails_clearly(prepared_project, tmp_path, damage, monkeyp
     assert str(data) in stderr
     assert ("missing" if damage == "missing" else "corrupt") in stderr
     assert stderr.count("\n") == 1 and not store.exists()
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "presets").glob("*.yaml")))
+def test_every_preset_composes_every_cell(preset, tmp_path, monkeypatch):
+    for item in ("conf", "dvc.yaml"):
+        (tmp_path / item).symlink_to(REPO / item)
+    shutil.copy(REPO / "presets" / preset, tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config([])
+    for sweep, run_dir in study_cells(cfg):
+        activation, init = Path(run_dir).name.split("-")[:2]
+        cell = load_config([f"activation={activation}", f"init={init}"])
+        assert cell.dataset.name == cfg.dataset.name and cell.model.name == cfg.model.name

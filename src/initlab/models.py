@@ -53,6 +53,14 @@ class SeedBatchedNorm(nn.Module):
         return flat.reshape(batch, seeds, units).transpose(0, 1)
 
 
+def _max_pool2(x: Tensor) -> Tensor:
+    """2x2 max pooling, stride 2, of (B, C, H, W) (an odd last row or column is dropped), as a
+    max over a reshape: its backward is deterministic on CUDA, F.max_pool2d's is not."""
+    batch, channels, height, width = x.shape
+    x = x[:, :, : height // 2 * 2, : width // 2 * 2]
+    return x.reshape(batch, channels, height // 2, 2, width // 2, 2).amax(dim=(3, 5))
+
+
 def _seed_major(t: Tensor, seeds: int) -> Tensor:
     """(B, S*C, H, W), the grouped convolution's layout -> (S, B, C, H, W)."""
     return t.unflatten(1, (seeds, -1)).transpose(0, 1)
@@ -108,7 +116,7 @@ class SeedBatchedNet(nn.Module):
             x = x.transpose(0, 1).flatten(1, 2)  # (B, S*C, H, W): a group per seed
             for spec in self.convs:
                 if spec == POOL:
-                    x = F.max_pool2d(x, 2)
+                    x = _max_pool2(x)
                 elif spec == GLOBAL_POOL:
                     x = x.amax(dim=(2, 3), keepdim=True)
                 else:

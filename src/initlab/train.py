@@ -200,7 +200,8 @@ def train_cell(cfg) -> Path:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         # On the CPU every op used here is deterministic already, and the call would cost
-        # ~3 s of imports (torch._dynamo) per cell.
+        # ~3 s of imports (torch._dynamo) per cell. cuBLAS needs a fixed workspace for it.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     train, val = (tuple(t.to(device) for t in load_split(s)) for s in ("train", "val"))
     if cfg.train.batch_size > len(train[1]):
