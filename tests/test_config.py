@@ -31,7 +31,7 @@ CASES = [
     (["train.augment=flip"], {}, ["train.augment='flip'", "mirror_crop"]),
     (["optimizer.milestones=[500,300]"], {}, ["optimizer.milestones=[500, 300]", "increasing"]),
     (["model=cnn", "init=rbm", "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]"], {},
-     ["init='rbm' is not allowed: only with model=mlp"]),
+     ["init='rbm' is not allowed: with model=cnn"]),
     ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
     ([], {"model:": "modle:"},
      ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),

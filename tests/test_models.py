@@ -105,7 +105,7 @@ def test_a_seed_in_a_conv_batch_matches_it_trained_alone_to_rounding():
 
 
 def test_rbm_and_batch_norm_are_refused_on_conv_nets(in_project):
-    with pytest.raises(ConfigError, match="init='rbm' is not allowed: only with model=mlp"):
+    with pytest.raises(ConfigError, match="init='rbm' is not allowed: with model=cnn"):
         load_config(["model=cnn", "init=rbm", "depth_sweep.depths=[]",
                      "batchnorm_sweep.activations=[]"])
     with pytest.raises(ConfigError, match="model.batchnorm=True is not allowed"):

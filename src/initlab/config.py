@@ -219,9 +219,9 @@ def validate(cfg: DictConfig) -> None:
                                  ("train.augment", cfg.train.augment, AUGMENTATIONS)]:
         _require(value in registry, key, value, f"one of {sorted(registry)}")
     if cfg.model.name != "mlp":
-        cell_inits = [cfg.init.name, *cfg.study.inits, *cfg.batchnorm_sweep.inits]
-        _require("rbm" not in cell_inits, "init", "rbm", "only with model=mlp: RBM "
-                 "pre-training (Hinton et al. 2006) stacks fully connected layers")
+        for key, names in [("init", [cfg.init.name]), ("study.inits", cfg.study.inits)]:
+            _require("rbm" not in names, key, "rbm", f"with model={cfg.model.name}: RBM "
+                     "pre-training (Hinton et al. 2006) stacks fully connected layers")
         _require(not cfg.model.batchnorm, "model.batchnorm", True, "only with model=mlp")
         _require(not cfg.depth_sweep.depths and not cfg.batchnorm_sweep.activations,
                  "depth_sweep/batchnorm_sweep", f"with model={cfg.model.name}",
