@@ -1,15 +1,16 @@
 """Nothing lost: a real `dvc repro` interrupted by a signal, or killed, completes on the next
 run with a correct report and no MLflow run left RUNNING; queued experiments run in parallel
-all land in the project's one store; an unreachable tracking server fails fast."""
+all land in the project's one store; an unreachable tracking server fails fast. (A logging
+interrupted inside `evaluate` is covered in test_train: the next evaluate replaces it.)"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -40,17 +41,18 @@ def runs_by_status(root, experiment="initlab-robust") -> dict[str, list]:
     return by_status
 
 
-def running_pids(root) -> set[str]:
-    """The pids that own RUNNING runs, read straight from the sqlite file (an MlflowClient
-    here could race the training process while it creates the store)."""
-    store = root / "mlflow.db"
-    try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-            return {pid for (pid,) in db.execute(
-                "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                "WHERE t.key = 'pid' AND r.status = 'RUNNING'")}
-    except sqlite3.Error:  # not created yet, or tables not yet there
-        return set()
+def training_pid(root) -> int | None:
+    """The pid of an `initlab.train` process working in `root` that has loaded torch (so it
+    is in, or about to be in, its epochs), or None."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"initlab.train" in cmdline and (proc / "cwd").resolve() == root.resolve() \
+                    and "libtorch" in (proc / "maps").read_text():
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def start_repro(root) -> subprocess.Popen:
@@ -59,20 +61,17 @@ def start_repro(root) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def wait_for_training(root, process, timeout=120) -> None:
-    """Until a train stage has its MLflow runs RUNNING (it is in its epochs)."""
+def wait_for_training(root, process, timeout=120) -> int:
+    """Until a train stage is well into its epochs; returns its pid."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        if running_pids(root):
-            time.sleep(1.0)  # well into the epochs
-            return
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        pid = training_pid(root)
+        if pid:
+            time.sleep(2.0)  # well into the epochs
+            return pid
         time.sleep(0.3)
     raise AssertionError("training never started")
-
-
-def training_pid(root) -> int:
-    return int(next(iter(running_pids(root))))
 
 
 def assert_complete(root) -> None:
@@ -97,47 +96,34 @@ def test_interrupted_repro_is_resumed_and_correct(project):
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0, output
-    statuses = runs_by_status(project)
-    assert statuses.get("KILLED"), statuses.keys()
-    assert not statuses.get("RUNNING")
+    assert not runs_by_status(project).get("RUNNING")
     # The interrupted cell left nothing DVC could take for finished.
     assert run(["dvc", "status"], project).stdout.count("train@") >= 1
     run(["dvc", "repro"], project)
     assert_complete(project)
 
 
-def test_sigterm_ends_the_cell_killed_and_writes_nothing(prepared_project, tmp_path):
-    store = tmp_path / "mlflow.db"
-    env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+def test_sigterm_ends_the_cell_and_writes_nothing(prepared_project):
     cell = prepared_project / "runs" / "grid" / "relu-zero"
     process = subprocess.Popen(
         [sys.executable, "-m", "initlab.train", "activation=relu", "init=zero",
          "train.epochs=400", "train.batch_size=256", "model.width=32"],
-        cwd=prepared_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while not running_pids(tmp_path):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.3)
-    time.sleep(1.0)
+        cwd=prepared_project, env=project_env(prepared_project), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    wait_for_training(prepared_project, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) != 0
-    statuses = runs_by_status(tmp_path, "initlab-small")
-    assert set(statuses) == {"KILLED"} and len(statuses["KILLED"]) == 2
     assert not cell.exists() and not list(cell.parent.glob(".*tmp*"))
 
 
-def test_killed_training_is_marked_failed_and_repro_completes(project):
+def test_killed_training_leaves_nothing_and_repro_completes(project):
     update_params(project, train={**STUDY["train"], "epochs": 151})
     process = start_repro(project)
-    wait_for_training(project, process)
-    dead = training_pid(project)
-    os.kill(dead, signal.SIGKILL)
+    os.kill(wait_for_training(project, process), signal.SIGKILL)
     process.communicate(timeout=120)
-    assert {r.data.tags["pid"] for r in runs_by_status(project)["RUNNING"]} == {str(dead)}
+    assert process.returncode != 0
     run(["dvc", "repro"], project)
     assert_complete(project)
-    failed = runs_by_status(project)["FAILED"]
-    assert {r.data.tags["pid"] for r in failed} >= {str(dead)}
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(project):
@@ -159,8 +145,8 @@ def test_queued_experiments_run_in_parallel_into_one_store(project):
 def test_unreachable_tracking_server_fails_fast(prepared_project):
     env = {**project_env(prepared_project), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     started = time.monotonic()
-    result = run([sys.executable, "-m", "initlab.train", "activation=relu", "init=he"],
-                 prepared_project, check=False, env=env)
+    result = run([sys.executable, "-m", "initlab.evaluate"], prepared_project, check=False,
+                 env=env)
     assert result.returncode == 2
     assert "http://127.0.0.1:9" in result.stderr and "not reachable" in result.stderr
     assert time.monotonic() - started < 30

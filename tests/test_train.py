@@ -7,12 +7,13 @@ import math
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.optim import OPTIMIZERS
-from initlab.tracking import client, experiment_id
+from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run
 from initlab.models import build_model
 from initlab.train import fit, seed_generator, train_cell
 
@@ -44,15 +45,9 @@ def test_cell_trains_and_writes_its_outputs(in_project):
         assert summary["best_val_accuracy"] == history.val_accuracy.max()
         state = torch.load(out / f"seed_{seed}" / "model.pt", weights_only=True)
         assert state["weights.0"].shape == (784, 16)
-    runs = json.loads((out / "tracking.json").read_text())["mlflow_run_ids"]
-    mlflow_client = client()
-    for seed, run_id in runs.items():
-        run = mlflow_client.get_run(run_id)
-        assert run.info.status == "FINISHED"
-        assert run.info.run_name == f"relu-he-s{seed}"
-        assert run.data.params["model.depth"] == "2"
-        assert [m.step for m in mlflow_client.get_metric_history(run_id, "val_accuracy")] \
-            == [0, 1, 2]
+    ran = json.loads((out / "cell.json").read_text())
+    assert ran["device"] == "cpu" and ran["parameters_per_seed"] == 784 * 16 + 16 + 16 * 10 + 10
+    assert ran["mlflow"]["tags"]["activation"] == "relu"
     assert not list(in_project.glob("runs/**/.*tmp*"))  # no temp folder left behind
 
 
@@ -73,17 +68,49 @@ def test_same_config_and_seed_give_bit_identical_metrics(in_project):
         assert repr(first.seed_rows(s)) == repr(second.seed_rows(s))  # bit-identical
 
 
+def log(out, mlflow_client, study="small"):
+    """What the evaluate stage does for a cell (test metrics made up here)."""
+    exp_id = experiment_id(mlflow_client, study)
+    tests = {seed: {"test_accuracy": 0.5, "test_loss": 1.0}
+             for seed in OmegaConf.load(out / "config.yaml").study.seeds}
+    log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), out, tests, [])
+    return mlflow_client.search_runs([exp_id], f"tags.cell = '{out.name}'")
+
+
+def test_a_cells_runs_are_logged_once_from_its_files(in_project):
+    cfg = load_config(["activation=relu", "init=he", *TINY, "run_dir=runs/grid/logged"])
+    out = train_cell(cfg)
+    mlflow_client = client()
+    runs = log(out, mlflow_client)
+    assert sorted(r.info.run_name for r in runs) == ["logged-s0", "logged-s1"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model.depth"] == "2" and run.data.tags["device"] == "cpu"
+        assert run.data.metrics["test_accuracy"] == 0.5
+        assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id,
+                                                                 "val_accuracy")] == [0, 1, 2]
+        assert len(mlflow_client.get_metric_history(run.info.run_id, "layer1/grad_norm")) == 3
+    assert {r.info.run_id for r in log(out, mlflow_client)} == {r.info.run_id for r in runs}
+
+    # Logging killed half-way left a RUNNING run: the next evaluate replaces it.
+    stale = runs[0]
+    mlflow_client.delete_run(stale.info.run_id)
+    half = mlflow_client.create_run(stale.info.experiment_id, tags={
+        "cell": "logged", RUN_KEY_TAG: stale.data.tags[RUN_KEY_TAG]})
+    again = log(out, mlflow_client)
+    assert len(again) == 2 and all(r.info.status == "FINISHED" for r in again)
+    assert half.info.run_id not in {r.info.run_id for r in again}
+
+
 def test_divergent_learning_rate_marks_runs_diverged(in_project):
     cfg = load_config(["activation=tanh", "init=normal", "optimizer.lr=1e38", *TINY])
     out = train_cell(cfg)
-    mlflow_client = client()
-    runs = json.loads((out / "tracking.json").read_text())["mlflow_run_ids"]
     for seed in cfg.study.seeds:
         summary = json.loads((out / f"seed_{seed}" / "summary.json").read_text())
         assert summary["diverged"] is True
         history = pd.read_csv(out / f"seed_{seed}" / "history.csv")
         assert not math.isfinite(history.train_loss.iloc[-1])
-        run = mlflow_client.get_run(runs[str(seed)])
+    for run in log(out, client()):
         assert run.info.status == "FAILED" and "diverged" in run.data.tags
 
 

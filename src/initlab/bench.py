@@ -181,8 +181,8 @@ def repro_study(quick: bool) -> dict:
         noop = timed(["dvc", "repro"])
         training = sum(json.loads(p.read_text())["init_seconds"]
                        + json.loads(p.read_text())["train_seconds"]
-                       for p in copy.glob("runs/*/*/tracking.json"))
-        cells = len(list(copy.glob("runs/*/*/tracking.json")))
+                       for p in copy.glob("runs/*/*/cell.json"))
+        cells = len(list(copy.glob("runs/*/*/cell.json")))
         rss_kb = subprocess.run(
             [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
             check=True, capture_output=True, text=True).stdout.split()[-1]

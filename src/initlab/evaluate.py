@@ -1,8 +1,9 @@
 """The `evaluate` stage: every run's final weights, measured on the test split.
 
 Reads the cells that params.yaml's study lists, loads each seed's checkpoint with
-`torch.load(..., weights_only=True)`, writes reports/results.csv (one row per run) and adds the
-test accuracy to that run's MLflow run. The report is built from this file, not from MLflow.
+`torch.load(..., weights_only=True)`, writes reports/results.csv (one row per run) and logs
+every run to MLflow (`initlab.tracking.log_cell`: its config, curves, layer statistics, test
+metrics and learning-curve PNG). The report is built from this file, not from MLflow.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +36,10 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 
 def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
     from initlab.models import build_model
-    from initlab.train import evaluate
+    from initlab.train import CELL_JSON, evaluate
 
     cfg = OmegaConf.load(cell_dir / "config.yaml")
-    cost = json.loads((cell_dir / "tracking.json").read_text())
+    cost = json.loads((cell_dir / CELL_JSON).read_text())
     rows = []
     for seed in cfg.study.seeds:
         seed_dir = cell_dir / f"seed_{seed}"
@@ -64,42 +64,27 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
     return rows
 
 
-def log_to_runs(cell_dir: Path, rows: list[dict], mlflow_client, scratch: Path) -> None:
-    """Add the test accuracy/loss and the cell's learning-curve PNG to each run's MLflow run.
-    A run missing from this store (another machine's, or a deleted store) is reported and
-    skipped."""
-    from mlflow.entities.metric import Metric
-    from mlflow.exceptions import MlflowException
-
-    from initlab.report.figures import run_curves
-
-    curve = scratch / "learning_curve.png"
-    run_curves(cell_dir, [row["seed"] for row in rows], curve)
-    run_ids = json.loads((cell_dir / "tracking.json").read_text())["mlflow_run_ids"]
-    now = int(time.time() * 1000)
-    for row in rows:
-        run_id = run_ids[str(row["seed"])]
-        try:
-            mlflow_client.log_batch(run_id, metrics=[
-                Metric(key, row[key], now, 0) for key in ("test_accuracy", "test_loss")])
-            mlflow_client.log_artifact(run_id, str(curve))
-        except MlflowException as e:
-            print(f"evaluate: {cell_dir.name} seed {row['seed']}: run {run_id} not logged ({e})")
-
-
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
+        from initlab import tracking
+        from initlab.report.figures import run_curves
+
+        tracking.check_reachable(tracking.tracking_uri())
         cells = cell_dirs(cfg)
         x_test, y_test = load_split("test")
-        from initlab import tracking
-
         mlflow_client = tracking.client()
+        exp_id = tracking.experiment_id(mlflow_client, cfg.study.name)
+        parent_id = tracking.study_run(mlflow_client, exp_id, cfg.study.name)
         rows = []
         with tempfile.TemporaryDirectory() as scratch:
+            curve = Path(scratch) / "learning_curve.png"
             for sweep, cell_dir in cells:
                 cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
-                log_to_runs(cell_dir, cell_rows, mlflow_client, Path(scratch))
+                run_curves(cell_dir, [row["seed"] for row in cell_rows], curve)
+                tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, {
+                    row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
+                    for row in cell_rows}, [curve])
                 rows += cell_rows
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)

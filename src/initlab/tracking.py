@@ -1,4 +1,5 @@
-"""MLflow: where the store is, the study's experiment, and one run per (cell, seed).
+"""MLflow: where the store is, the study's experiment, and one run per (cell, seed), logged
+by the `evaluate` stage from each cell's files (`log_cell`).
 
 The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<project>/mlflow.db`, with artifacts
 in `<project>/mlartifacts`: resolved from the project root, never the cwd, because
@@ -9,12 +10,11 @@ and only when a stage logs.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
-import socket
 import subprocess
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from initlab.config import tracking_root
@@ -103,114 +103,6 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class CellRuns:
-    """One MLflow run per seed of a training cell, named `<cell>-s<seed>`.
-
-    Every MLflow call runs, in order, on one background thread, so the import of mlflow and
-    the store's start-up overlap data loading and training. An error there is raised in the
-    training thread at its next call (`check`), not at the end. Metrics are buffered and sent
-    in one `log_batch` per run at most every FLUSH_SECONDS (and at the end): a sqlite commit
-    costs ~30 ms, more than a small cell's epoch."""
-
-    FLUSH_SECONDS = 10.0
-
-    def __init__(self, cfg: dict, cell: str, seeds: list[int], tags: dict[str, str],
-                 dataset: dict[str, str]):
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
-        self._pending: list[Future] = []
-        self.run_ids: list[str] = []
-        self.statuses = ["FINISHED"] * len(seeds)
-        self._buffer: list[list[tuple[str, float, int]]] = [[] for _ in seeds]
-        self._flushed = time.monotonic()
-        self._submit(self._start, cfg, cell, seeds, tags, dataset)
-
-    def _submit(self, fn, *args) -> None:
-        self.check()
-        self._pending.append(self._worker.submit(fn, *args))
-
-    def check(self) -> None:
-        """Raise the error of a finished MLflow call, if any."""
-        for future in self._pending:
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-        self._pending = [f for f in self._pending if not f.done()]
-
-    def _start(self, cfg, cell, seeds, tags, dataset) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-        from mlflow.entities.param import Param
-
-        self.client = client()
-        exp_id = experiment_id(self.client, cfg["study"]["name"])
-        fail_abandoned_runs(self.client, exp_id, cell)
-        parent = study_run(self.client, exp_id, cfg["study"]["name"])
-        params = flatten(cfg)
-        owner = {"host": socket.gethostname(), "pid": str(os.getpid()),
-                 "mlflow.parentRunId": parent}
-        data_input = DatasetInput(Dataset(**dataset, source_type="local"),
-                                  [InputTag("mlflow.data.context", "training")])
-        for seed in seeds:
-            run = self.client.create_run(exp_id, run_name=f"{cell}-s{seed}", tags={
-                **tags, **owner, "cell": cell, "seed": str(seed)})
-            self.run_ids.append(run.info.run_id)
-            self.client.log_batch(run.info.run_id, params=[
-                Param(k, v) for k, v in {**params, "seed": str(seed)}.items()])
-            self.client.log_inputs(run.info.run_id, [data_input])
-
-    def _log_metrics(self, s: int, metrics: list[tuple[str, float, int]]) -> None:
-        from mlflow.entities.metric import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(key, value, now, step) for key, value, step in metrics]
-        for start in range(0, len(batch), 1000):  # MLflow's limit per call
-            self.client.log_batch(self.run_ids[s], metrics=batch[start:start + 1000])
-
-    def log_epoch(self, epoch: int, metrics_by_seed_index: dict[int, dict[str, float]]) -> None:
-        """The epoch's metrics per run, `step` = epoch."""
-        for s, metrics in metrics_by_seed_index.items():
-            self._buffer[s] += [(k, v, epoch) for k, v in metrics.items()]
-        if time.monotonic() - self._flushed > self.FLUSH_SECONDS:
-            self.flush()
-
-    def log_steps(self, log: dict) -> None:
-        """Metric name -> (steps, seeds) tensor, `step` = row."""
-        for s in range(len(self._buffer)):
-            self._buffer[s] += [(key, float(values[step, s]), step)
-                                for key, values in log.items() for step in range(len(values))]
-
-    def flush(self) -> None:
-        for s, metrics in enumerate(self._buffer):
-            if metrics:
-                self._submit(self._log_metrics, s, metrics)
-        self._buffer = [[] for _ in self._buffer]
-        self._flushed = time.monotonic()
-
-    def log_artifact(self, s: int, path) -> None:
-        self._submit(lambda: self.client.log_artifact(self.run_ids[s], str(path)))
-
-    def mark_diverged(self, s: int, epoch: int) -> None:
-        """A NaN/inf loss ended this run: it ends FAILED, tagged `diverged`."""
-        self.statuses[s] = "FAILED"
-        self._submit(lambda: self.client.set_tag(self.run_ids[s], "diverged", f"epoch {epoch}"))
-
-    def wait(self) -> list[str]:
-        """Send what is buffered and block until every call is done; returns the run ids."""
-        self.flush()
-        for future in list(self._pending):
-            future.result()
-        self.check()
-        return self.run_ids
-
-    def close(self, statuses: list[str]) -> None:
-        self.flush()
-        self._submit(self._end, statuses)
-        self._worker.shutdown(wait=True)
-        self.check()
-
-    def _end(self, statuses: list[str]) -> None:
-        for run_id, status in zip(self.run_ids, statuses):
-            self.client.set_terminated(run_id, status)
-
-
 STUDY_ROLE_TAG = "initlab.role"
 
 
@@ -227,41 +119,89 @@ def study_run(mlflow_client, exp_id: str, study: str) -> str:
     return run.info.run_id
 
 
-def fail_abandoned_runs(mlflow_client, exp_id: str, cell: str) -> None:
-    """Mark FAILED the runs of this cell left RUNNING by a process of this host that is gone
-    (killed with SIGKILL, say). A live process's runs are left alone: a parallel experiment
-    may be training the same cell."""
-    host = socket.gethostname()
-    for run in mlflow_client.search_runs(
-            [exp_id], f"tags.cell = '{cell}' and attributes.status = 'RUNNING'"):
-        if run.data.tags.get("host") == host and not _alive(int(run.data.tags.get("pid", 0))):
-            mlflow_client.set_terminated(run.info.run_id, "FAILED")
+RUN_KEY_TAG = "initlab.run_key"
+FINAL_STATUSES = ("FINISHED", "FAILED")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+def run_key(cell_dir: Path, seed: int) -> str:
+    """What identifies a run's results: its cell's config and its history, to the bit. A run
+    logged with this key is not logged again by a later `evaluate`."""
+    digest = hashlib.sha256((cell_dir / "config.yaml").read_bytes())
+    digest.update((cell_dir / f"seed_{seed}" / "history.csv").read_bytes())
+    return digest.hexdigest()[:32]
 
 
-@contextmanager
-def cell_runs(cfg: dict, cell: str, seeds: list[int], tags: dict[str, str],
-              dataset: dict[str, str]):
-    """The cell's runs; they end FINISHED (FAILED if diverged) on success, KILLED on an
-    interrupt (SIGINT, or SIGTERM turned into SystemExit) and FAILED on any other error.
-    `dataset`: name, digest, source and profile of the training data (`mlflow.log_input`)."""
-    runs = CellRuns(cfg, cell, seeds, tags, dataset)
-    try:
-        yield runs
-    except BaseException as error:
-        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float, int]]:
+    """(key, value, step) of one run: per epoch (step) the history and, per layer l,
+    `layer<l>/<stat>` and `grad_ratio_first_last`; the init's log (step = its row); the test
+    metrics at step 0."""
+    import pandas as pd
+
+    history = pd.read_csv(seed_dir / "history.csv").set_index("epoch")
+    layers = pd.read_csv(seed_dir / "layers.csv")
+    metrics = [(key, value, epoch) for epoch, row in history.iterrows()
+               for key, value in row.items()]
+    for (epoch, layer), row in layers.set_index(["epoch", "layer"]).iterrows():
+        metrics += [(f"layer{layer}/{stat}", value, epoch) for stat, value in row.items()]
+    grad = layers.pivot(index="epoch", columns="layer", values="grad_norm")
+    metrics += [("grad_ratio_first_last", ratio, epoch)
+                for epoch, ratio in (grad.iloc[:, 0] / grad.iloc[:, -1]).items()]
+    init_log = json.loads((seed_dir / "summary.json").read_text())["init_log"]
+    metrics += [(key, value, step) for key, values in init_log.items()
+                for step, value in enumerate(values)]
+    return metrics + [(key, value, 0) for key, value in test.items()]
+
+
+def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, tests: dict,
+             artifacts: list[Path]) -> None:
+    """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the study's
+    parent run, from the cell's files: every resolved config value as a param, the metrics
+    of `run_metrics`, the tags and dataset the train stage recorded, the seed's history and
+    layer CSVs plus `artifacts`. `tests`: seed -> its test metrics. A run already logged with
+    the same results (RUN_KEY_TAG) is skipped; an incomplete one (its logging was killed) is
+    deleted and logged again. A run ends FINISHED, or FAILED when it diverged; KILLED or
+    FAILED if the logging itself is interrupted or fails."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+    from omegaconf import OmegaConf
+
+    cell = cell_dir.name
+    ran = json.loads((cell_dir / "cell.json").read_text())
+    info = ran["mlflow"]
+    params = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
+    logged = {}
+    for run in mlflow_client.search_runs([exp_id], f"tags.cell = '{cell}'", max_results=1000):
+        logged.setdefault(run.data.tags.get(RUN_KEY_TAG), []).append(run)
+    data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
+                              [InputTag("mlflow.data.context", "training")])
+    for seed, test in tests.items():
+        seed_dir = cell_dir / f"seed_{seed}"
+        key = run_key(cell_dir, seed)
+        previous = logged.get(key, [])
+        if any(r.info.status in FINAL_STATUSES for r in previous):
+            continue
+        for stale in previous:
+            mlflow_client.delete_run(stale.info.run_id)
+        summary = json.loads((seed_dir / "summary.json").read_text())
+        run_id = mlflow_client.create_run(
+            exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
+            tags={**info["tags"], "cell": cell, "seed": str(seed), RUN_KEY_TAG: key,
+                  "mlflow.parentRunId": parent_id}).info.run_id
         try:
-            runs.close([status] * len(seeds))
-        except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
-        raise
-    runs.close(runs.statuses)
+            mlflow_client.log_batch(run_id, params=[
+                Param(k, v) for k, v in {**params, "seed": str(seed)}.items()])
+            mlflow_client.log_inputs(run_id, [data_input])
+            batch = [Metric(k, float(v), ran["ended_ms"], int(step))
+                     for k, v, step in run_metrics(seed_dir, test)]
+            for start in range(0, len(batch), 1000):  # MLflow's limit per call
+                mlflow_client.log_batch(run_id, metrics=batch[start:start + 1000])
+            for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
+                mlflow_client.log_artifact(run_id, str(path))
+            if summary["diverged"]:
+                mlflow_client.set_tag(run_id, "diverged",
+                                      f"epoch {summary['diverged_at_epoch']}")
+        except BaseException as error:
+            interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+            mlflow_client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+            raise
+        mlflow_client.set_terminated(run_id, "FAILED" if summary["diverged"] else "FINISHED",
+                                     end_time=ran["ended_ms"])

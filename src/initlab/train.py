@@ -10,8 +10,13 @@ data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomi
     seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
     seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
     seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)
-    seed_<s>/summary.json       best val accuracy, diverged or not
-    tracking.json               MLflow run ids, device, parameter count, seconds (not results)
+    seed_<s>/summary.json       best val accuracy, diverged or not, the init's log
+    cell.json                   how it ran: device, threads, parameter count, seconds, and
+                                the tags and dataset of its MLflow runs (not results)
+
+No MLflow here: importing mlflow and opening its store costs seconds, more than a small
+cell's training, so the `evaluate` stage logs every cell's runs from these files in one
+process (`initlab.tracking.log_cell`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from initlab.optim import OPTIMIZERS, step_decay
 from initlab.probes import layer_statistics
 from initlab.progress import Progress
 
+CELL_JSON = "cell.json"
 HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 RANDOM_STREAMS = ("init", "data_order")
 
@@ -176,27 +182,14 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def epoch_metrics(result: FitResult, epoch: int, s: int) -> dict[str, float]:
-    """Seed s's MLflow metrics of one epoch: the history, and `layer<l>/<stat>` per layer."""
-    metrics = {k: float(v[s]) for k, v in result.history[epoch].items()}
-    stats = result.layer_stats[epoch]
-    for stat, values in stats.items():
-        for layer, value in enumerate(values[s].tolist()):
-            metrics[f"layer{layer}/{stat}"] = value
-    grad = stats["grad_norm"][s]
-    metrics["grad_ratio_first_last"] = float(grad[0] / grad[-1])
-    return metrics
-
-
 def _sigterm_as_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
 def train_cell(cfg) -> Path:
     """Train every seed of one cell and write its outputs; returns the cell's folder."""
-    from initlab import tracking
+    from initlab.tracking import git_commit
 
-    tracking.check_reachable(tracking.tracking_uri())
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         # On the CPU every op used here is deterministic already, and the call would cost
@@ -217,63 +210,53 @@ def train_cell(cfg) -> Path:
     init_seconds = time.perf_counter() - started
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
     scheduler = step_decay(optimizer, cfg.optimizer) if cfg.optimizer.milestones else None
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     tags = {"activation": cfg.activation.name, "init": cfg.init.name, "model": cfg.model.name,
             "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
             "parameters": str(model.seed_parameter_count()),
             "dataset": cfg.dataset.name, "study": cfg.study.name,
             "sweep": Path(cfg.run_dir).parent.name,
             "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
-            "git_commit": tracking.git_commit(), "device": str(device),
+            "git_commit": git_commit(), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
     dataset = {"name": cfg.dataset.name, "digest": tags["dataset_sha256"][:36],
                "source": json.dumps({"uri": prepared_dir().as_uri()}),
                "profile": json.dumps({"train_examples": len(train[1])})}
 
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
-    with tracking.cell_runs(resolved, cell, seeds, tags, dataset) as runs:
-        runs.log_steps({**init_log, "init_seconds": torch.full((1, len(seeds)), init_seconds)})
-        progress = Progress(cell, seeds, cfg.train.epochs)
-
-        def on_epoch(epoch, result):
-            alive = [s for s in range(len(seeds)) if result.diverged_at[s] in (None, epoch)]
-            runs.log_epoch(epoch, {s: epoch_metrics(result, epoch, s) for s in alive})
-            progress.update(epoch, result)
-
-        started = time.perf_counter()
-        result = fit(model, optimizer, train, val, probe, cfg.train,
-                     [seed_generator(s, "data_order") for s in seeds], scheduler, on_epoch)
-        seconds = time.perf_counter() - started
-        progress.close(result)
-        with atomic_path(out_dir) as tmp:
-            tmp.mkdir()
-            OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
-            for s, seed in enumerate(seeds):
-                seed_dir = tmp / f"seed_{seed}"
-                seed_dir.mkdir()
-                rows, layer_rows = result.seed_rows(s)
-                torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
-                           seed_dir / "model.pt")
-                write_csv(seed_dir / "history.csv", rows)
-                write_csv(seed_dir / "layers.csv", layer_rows)
-                write_json(seed_dir / "summary.json", {
-                    "seed": seed,
-                    "best_val_accuracy": max(r["val_accuracy"] for r in rows),
-                    "final_val_accuracy": rows[-1]["val_accuracy"],
-                    "final_train_loss": rows[-1]["train_loss"],
-                    "epochs": rows[-1]["epoch"],
-                    "diverged": result.diverged_at[s] is not None,
-                })
-                runs.log_artifact(s, seed_dir / "history.csv")
-                runs.log_artifact(s, seed_dir / "layers.csv")
-                if result.diverged_at[s] is not None:
-                    runs.mark_diverged(s, result.diverged_at[s])
-            write_json(tmp / "tracking.json", {
-                "mlflow_run_ids": dict(zip(map(str, seeds), runs.wait())),
-                "tracking_uri": tracking.tracking_uri(),
-                "device": str(device), "torch_threads": torch.get_num_threads(),
-                "parameters_per_seed": model.seed_parameter_count(),
-                "init_seconds": init_seconds, "train_seconds": seconds})
+    progress = Progress(cell, seeds, cfg.train.epochs)
+    started_ms, started = int(time.time() * 1000), time.perf_counter()
+    result = fit(model, optimizer, train, val, probe, cfg.train,
+                 [seed_generator(s, "data_order") for s in seeds], scheduler,
+                 lambda epoch, result: progress.update(epoch, result))
+    seconds = time.perf_counter() - started
+    progress.close(result)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
+        for s, seed in enumerate(seeds):
+            seed_dir = tmp / f"seed_{seed}"
+            seed_dir.mkdir()
+            rows, layer_rows = result.seed_rows(s)
+            torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
+                       seed_dir / "model.pt")
+            write_csv(seed_dir / "history.csv", rows)
+            write_csv(seed_dir / "layers.csv", layer_rows)
+            write_json(seed_dir / "summary.json", {
+                "seed": seed,
+                "best_val_accuracy": max(r["val_accuracy"] for r in rows),
+                "final_val_accuracy": rows[-1]["val_accuracy"],
+                "final_train_loss": rows[-1]["train_loss"],
+                "epochs": rows[-1]["epoch"],
+                "diverged_at_epoch": result.diverged_at[s],
+                "diverged": result.diverged_at[s] is not None,
+                "init_log": {k: v[:, s].tolist() for k, v in init_log.items()},
+            })
+        write_json(tmp / CELL_JSON, {
+            "device": str(device), "torch_threads": torch.get_num_threads(),
+            "parameters_per_seed": model.seed_parameter_count(),
+            "init_seconds": init_seconds, "train_seconds": seconds,
+            "started_ms": started_ms, "ended_ms": int(time.time() * 1000),
+            "mlflow": {"tags": tags, "dataset": dataset}})
     return out_dir
 
 
