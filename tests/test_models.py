@@ -3,6 +3,7 @@ activation, inits with the conv layers' fans, LSUV on conv layers, seeds kept ap
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from initlab.activations import ACTIVATIONS
 from initlab.config import ConfigError, load_config
+from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.inits.data_dependent import lsuv
 from initlab.models import FITNET4_PUBLISHED_PARAMETERS, build_model
@@ -111,3 +113,21 @@ def test_rbm_and_batch_norm_are_refused_on_conv_nets(in_project):
     with pytest.raises(ConfigError, match="model.batchnorm=True is not allowed"):
         load_config(["model=cnn", "model.batchnorm=true", "depth_sweep.depths=[]",
                      "batchnorm_sweep.activations=[]"])
+
+
+def test_a_cnn_cell_trains_and_evaluates_on_the_embedded_data(in_project):
+    from initlab.evaluate import evaluate_cell
+    from initlab.train import train_cell
+
+    cfg = load_config(["model=cnn", "model.channels=[4]", "model.width=16", "init=lsuv",
+                       "activation=maxout", "train.epochs=1", "study.inits=[lsuv]",
+                       "study.seeds=[0,1]", "train.augment=mirror_crop",
+                       "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]",
+                       "run_dir=runs/grid/cnn-maxout-lsuv"])
+    out = train_cell(cfg)
+    x_test, y_test = load_split("test")
+    rows = evaluate_cell("grid", out, x_test, y_test)
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all(r["test_accuracy"] > 0.5 for r in rows)  # learned in one epoch
+    assert json.loads((out / "cell.json").read_text())["parameters_per_seed"] == \
+        build_model(cfg, 1).seed_parameter_count()

@@ -107,8 +107,12 @@ def test_adding_an_init_trains_only_the_new_cells(study):
 
 def test_bad_value_stops_repro_with_a_clear_error(study):
     root, _ = study
+    original = (root / "params.yaml").read_text()
     update_params(root, optimizer={"lr": -0.5})
-    failed = run(["dvc", "repro"], root, check=False)
+    try:
+        failed = run(["dvc", "repro"], root, check=False)
+    finally:
+        (root / "params.yaml").write_text(original)  # the study is shared by other modules
     assert failed.returncode != 0
     assert "optimizer.lr=-0.5 is not allowed: must be > 0" in failed.stderr + failed.stdout
     _, runs = mlflow_runs(root)
