@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from initlab.config import load_config, study_cells
-
 from conftest import REPO
 
+from initlab.config import load_config, study_cells
 
 CASES = [
     # (command-line overrides, params.yaml text replacements, expected message parts)

@@ -8,9 +8,8 @@ import re
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import SMALL_STUDY, run, update_params
+from mlflow.tracking import MlflowClient
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
 OTHER_SWEEPS = {"relu-he-d3", "relu-he-bn"}  # the small depth and batch-norm sweeps

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import copy_project, project_env, run, update_params
+from mlflow.tracking import MlflowClient
 
 STUDY = dict(
     study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},

@@ -21,14 +21,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO, copy_project
 from torchvision import datasets
 
 from initlab.config import ConfigError, load_config
 from initlab.data.download import download
 from initlab.data.prepare import load_split, prepare
 from initlab.data.sources import CIFAR_BATCHES, IDX_FILES
-
-from conftest import REPO, copy_project
 
 RNG = np.random.default_rng(0)
 IMAGES = {"train": RNG.integers(0, 256, (100, 28, 28), dtype=np.uint8),

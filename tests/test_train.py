@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
+from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
 from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run
-from initlab.models import build_model
 from initlab.train import fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]

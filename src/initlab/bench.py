@@ -40,8 +40,8 @@ from initlab.config import load_config, workspace_root
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.io import atomic_path, copy_project, write_json
-from initlab.optim import OPTIMIZERS
 from initlab.models import build_model
+from initlab.optim import OPTIMIZERS
 from initlab.train import fit, initialize, seed_generator
 
 QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},

@@ -179,7 +179,7 @@ class Config:
 
 ConfigStore.instance().store(name="schema", node=Config)
 _SECTIONS = {cls.__name__: cls for cls in (
-    ResourceConfig, DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
+    DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
     RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, DepthSweepConfig,
     BatchnormSweepConfig)}
 

@@ -17,8 +17,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from initlab.config import (ConfigError, load_config, reported_errors, study_cells,
-                            workspace_root)
+from initlab.config import ConfigError, load_config, reported_errors, study_cells, workspace_root
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path
 

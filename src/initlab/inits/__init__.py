@@ -20,8 +20,6 @@ from typing import Callable
 import torch
 from torch import Generator, Tensor
 
-from initlab.activations import Activation
-
 Init = Callable[..., Tensor]  # (fan_in, fan_out, generator, activation, receptive_field=1)
 
 
