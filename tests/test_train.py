@@ -118,3 +118,14 @@ def test_experiment_opens_in_model_training_view(in_project):
     mlflow_client = client()
     experiment = mlflow_client.get_experiment(experiment_id(mlflow_client, "tagged"))
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_mixed_precision_is_off_by_default_and_changes_the_numbers(in_project):
+    cfg = load_config(["activation=relu", "init=he", *TINY])
+    assert cfg.train.amp is False
+    _, fp32 = _fit(cfg, [0])
+    _, bf16 = _fit(load_config(["activation=relu", "init=he", *TINY, "train.amp=true"]), [0])
+    rows32, rows16 = fp32.seed_rows(0)[0], bf16.seed_rows(0)[0]
+    assert rows32[0] == rows16[0]  # the same init, measured in fp32
+    assert rows16[-1]["train_loss"] != rows32[-1]["train_loss"]
+    assert abs(rows16[-1]["val_accuracy"] - rows32[-1]["val_accuracy"]) < 0.05
