@@ -22,7 +22,7 @@ STUDY = dict(
     depth_sweep={"depths": [], "activations": [], "inits": []},
     batchnorm_sweep={"activations": [], "inits": []},
     model={"depth": 2, "width": 32},
-    train={"epochs": 150, "batch_size": 256},
+    train={"epochs": 400, "batch_size": 256},  # ~10 s of training a cell: time to interrupt
 )
 
 
@@ -67,7 +67,8 @@ def wait_for_training(root, process, timeout=120) -> int:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         pid = training_pid(root)
         if pid:
-            time.sleep(2.0)  # well into the epochs
+            time.sleep(3.0)  # past the optimizer's import of torch._dynamo, into the epochs
+            assert training_pid(root) == pid, "the cell ended before it could be interrupted"
             return pid
         time.sleep(0.3)
     raise AssertionError("training never started")
@@ -116,7 +117,7 @@ def test_sigterm_ends_the_cell_and_writes_nothing(prepared_project):
 
 
 def test_killed_training_leaves_nothing_and_repro_completes(project):
-    update_params(project, train={**STUDY["train"], "epochs": 151})
+    update_params(project, train={**STUDY["train"], "epochs": 401})
     process = start_repro(project)
     os.kill(wait_for_training(project, process), signal.SIGKILL)
     process.communicate(timeout=120)

@@ -223,9 +223,10 @@ def validate(cfg: DictConfig) -> None:
             _require("rbm" not in names, key, "rbm", f"with model={cfg.model.name}: RBM "
                      "pre-training (Hinton et al. 2006) stacks fully connected layers")
         _require(not cfg.model.batchnorm, "model.batchnorm", True, "only with model=mlp")
-        _require(not cfg.depth_sweep.depths and not cfg.batchnorm_sweep.activations,
-                 "depth_sweep/batchnorm_sweep", f"with model={cfg.model.name}",
-                 "empty lists: those sweeps vary the mlp")
+        for key, values in [("depth_sweep.depths", cfg.depth_sweep.depths),
+                            ("batchnorm_sweep.activations", cfg.batchnorm_sweep.activations)]:
+            _require(not values, key, list(values),
+                     f"[] with model={cfg.model.name}: this sweep varies the mlp")
     _require(all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) > 0,
              "model.channels", list(cfg.model.channels), "a non-empty list of counts >= 1")
     milestones = list(cfg.optimizer.milestones)
