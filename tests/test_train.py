@@ -15,7 +15,7 @@ from initlab.inits import INITS
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
 from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run
-from initlab.train import fit, seed_generator, train_cell
+from initlab.train import CELL_JSON, fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
 
@@ -73,7 +73,9 @@ def log(out, mlflow_client, study="small"):
     exp_id = experiment_id(mlflow_client, study)
     tests = {seed: {"test_accuracy": 0.5, "test_loss": 1.0}
              for seed in OmegaConf.load(out / "config.yaml").study.seeds}
-    log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), out, tests, [])
+    ran = json.loads((out / CELL_JSON).read_text())
+    log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), out, ran, tests,
+             [])
     return mlflow_client.search_runs([exp_id], f"tags.cell = '{out.name}'")
 
 

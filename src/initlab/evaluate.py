@@ -20,6 +20,8 @@ from omegaconf import OmegaConf
 from initlab.config import ConfigError, load_config, reported_errors, study_cells, workspace_root
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path
+from initlab.models import build_model
+from initlab.train import CELL_JSON, evaluate
 
 RESULTS_CSV = Path("reports") / "results.csv"
 
@@ -34,9 +36,6 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 
 
 def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
-    from initlab.models import build_model
-    from initlab.train import CELL_JSON, evaluate
-
     cfg = OmegaConf.load(cell_dir / "config.yaml")
     cost = json.loads((cell_dir / CELL_JSON).read_text())
     rows = []
@@ -81,7 +80,8 @@ def main() -> None:
             for sweep, cell_dir in cells:
                 cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
                 run_curves(cell_dir, [row["seed"] for row in cell_rows], curve)
-                tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, {
+                ran = json.loads((cell_dir / CELL_JSON).read_text())
+                tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, ran, {
                     row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
                     for row in cell_rows}, [curve])
                 rows += cell_rows

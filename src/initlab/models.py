@@ -4,7 +4,9 @@ A cell trains all its seeds at once: parameters carry a leading seed axis; a ful
 layer is one `torch.baddbmm` and a convolution one grouped `conv2d` (a group per seed), so S
 seeds cost one pass of S-times-larger operations instead of S passes. Nothing mixes across
 the seed axis (the loss is a sum of per-seed losses, batch norm keeps per-seed statistics and
-the optimizers are element-wise), so seed s trained in a batch equals seed s trained alone.
+the optimizers are element-wise), so seed s trained in a batch equals seed s trained alone:
+bit for bit for the MLP, to float rounding for the conv nets (a grouped convolution sums in
+another order than the same convolution alone).
 """
 
 from __future__ import annotations

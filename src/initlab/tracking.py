@@ -152,12 +152,13 @@ def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float
     return metrics + [(key, value, 0) for key, value in test.items()]
 
 
-def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, tests: dict,
-             artifacts: list[Path]) -> None:
+def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, ran: dict,
+             tests: dict, artifacts: list[Path]) -> None:
     """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the study's
     parent run, from the cell's files: every resolved config value as a param, the metrics
-    of `run_metrics`, the tags and dataset the train stage recorded, the seed's history and
-    layer CSVs plus `artifacts`. `tests`: seed -> its test metrics. A run already logged with
+    of `run_metrics`, the tags, dataset and times the train stage recorded (`ran`, its
+    cell.json), the seed's history and layer CSVs plus `artifacts`. `tests`: seed -> its test
+    metrics. A run already logged with
     the same results (RUN_KEY_TAG) is skipped; an incomplete one (its logging was killed) is
     deleted and logged again. A run ends FINISHED, or FAILED when it diverged; KILLED or
     FAILED if the logging itself is interrupted or fails."""
@@ -165,7 +166,6 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, tests: 
     from omegaconf import OmegaConf
 
     cell = cell_dir.name
-    ran = json.loads((cell_dir / "cell.json").read_text())
     info = ran["mlflow"]
     params = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
     logged = {}
