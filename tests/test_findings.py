@@ -158,6 +158,8 @@ def test_f8_init_and_nonlinearity(out):
     flat = lambda a, i, s, d=4: 0.5  # noqa: E731 - nothing matters, only noise
     assert verdict(F.f8_init_and_nonlinearity, make_data(flat, noise=0.05), out) \
         == INCONCLUSIVE
+    # One seed per cell: no ANOVA to run, INCONCLUSIVE rather than a crash of the report.
+    assert verdict(F.f8_init_and_nonlinearity, make_data(both, seeds=1), out) == INCONCLUSIVE
 
 
 def test_anova_sums_of_squares_add_up():

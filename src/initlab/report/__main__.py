@@ -182,7 +182,8 @@ def build(cfg) -> tuple[list, dict]:
         blocks += [Text(note) for note in f.notes]
         for caption, table in f.tables.items():
             blocks += [Text(f"{caption}:"), Table(table)]
-        blocks.append(Figure(f"figures/{f.figure}", f.caption))
+        if f.figure:
+            blocks.append(Figure(f"figures/{f.figure}", f.caption))
     blocks += [
         Heading("Accuracy: inits × activations (grid)"),
         Text(f"Test accuracy (%), mean ± sd over seeds. **n/c**: the runs diverged or stayed "

@@ -297,6 +297,16 @@ def f7_frontier(data: StudyData, out: Path) -> Finding:
 
 def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
     t, grid = data.thresholds, data.sweep("grid")
+    claim = "Both the init and the activation change accuracy significantly."
+    runs = grid.groupby(["init", "activation"]).size()
+    if grid.init.nunique() < 2 or grid.activation.nunique() < 2 or runs.nunique() != 1 \
+            or runs.min() < 2:
+        untestable = Check("init and activation effects", "two-way ANOVA: needs >= 2 inits x "
+                           ">= 2 activations, the same number (>= 2) of runs each",
+                           float("nan"), float("nan"), float("nan"), f"p < {t.alpha}",
+                           int(runs.min()) if len(runs) else 0, INCONCLUSIVE)
+        return Finding("F8", "Hinton: a stupid init and the wrong non-linearity", claim,
+                       "grid sweep", [untestable])
     table = stats.two_way_anova(grid, "accuracy", "init", "activation")
     checks = [_p_check(f"{source} effect", f"two-way ANOVA, eta² = {row.eta_sq:.3f}",
                        row.p, int(grid.groupby(["init", "activation"]).size().min()),
@@ -312,8 +322,7 @@ def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
     figures.variance_shares(table, out / "f8_anova.png")
     bigger = table.drop("residual").eta_sq.idxmax()
     return Finding(
-        "F8", "Hinton: a stupid init and the wrong non-linearity",
-        "Both the init and the activation change accuracy significantly.",
+        "F8", "Hinton: a stupid init and the wrong non-linearity", claim,
         "grid sweep", checks, "f8_anova.png",
         "Share of the accuracy variance (eta²) per source.",
         [f"The largest share of variance: **{bigger}** (eta² {table.eta_sq[bigger]:.3f})."],
