@@ -1,5 +1,5 @@
 """Bad config: one clear error naming the key, the bad value and what is allowed; exit status
-2; nothing written; no MLflow run. Each case runs the train stage's real entry point
+2; nothing written. Each case runs the train stage's real entry point
 (`initlab.train.main`, what `python -m initlab.train` calls) in-process."""
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ def params_restored(prepared_project):
     path.write_text(original)
 
 
-def train_main(argv, project, store, monkeypatch, capsys) -> tuple[int, str]:
+CELL = "runs/grid/bad-input"  # where the refused cell would have written
+
+
+def train_main(argv, project, monkeypatch, capsys) -> tuple[int, str]:
     """Run the train stage's entry point like the command line does: (exit status, stderr)."""
     from initlab.train import main
 
     monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
-    monkeypatch.setattr(sys, "argv", ["initlab.train", *argv])
+    monkeypatch.setattr(sys, "argv", ["initlab.train", f"run_dir={CELL}", *argv])
     with pytest.raises(SystemExit) as exit_info:
         main()
     return exit_info.value.code, capsys.readouterr().err
@@ -62,42 +64,39 @@ def train_main(argv, project, store, monkeypatch, capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("overrides,edits,expected", CASES,
                          ids=[" ".join(c[0]) or next(iter(c[1].values())).split()[-1]
                               for c in CASES])
-def test_bad_config_fails_clearly(prepared_project, params_restored, tmp_path, overrides,
+def test_bad_config_fails_clearly(prepared_project, params_restored, overrides,
                                   edits, expected, monkeypatch, capsys):
     text = params_restored.read_text()
     for old, new in edits.items():
         assert old in text
         text = text.replace(old, new, 1)
     params_restored.write_text(text)
-    store = tmp_path / "mlflow.db"
     status, stderr = train_main(["activation=relu", "init=he", *overrides], prepared_project,
-                                store, monkeypatch, capsys)
+                                monkeypatch, capsys)
     assert status == 2, stderr
     assert stderr.startswith("initlab: error:") and stderr.count("\n") == 1
     for part in expected:
         assert part in stderr, stderr
-    assert not (prepared_project / "runs" / "relu-he").exists()
-    assert not store.exists()  # failed before any MLflow run was created
+    assert not (prepared_project / CELL).exists()
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
-def test_bad_data_file_fails_clearly(prepared_project, tmp_path, damage, monkeypatch, capsys):
+def test_bad_data_file_fails_clearly(prepared_project, damage, monkeypatch, capsys):
     data = prepared_project / "data" / "prepared" / "train.pt"
     original = data.read_bytes()
-    store = tmp_path / "mlflow.db"
     try:
         if damage == "missing":
             data.unlink()
         else:
             data.write_bytes(original[: len(original) // 3])
-        status, stderr = train_main(["activation=relu", "init=he"], prepared_project, store,
+        status, stderr = train_main(["activation=relu", "init=he"], prepared_project,
                                     monkeypatch, capsys)
     finally:
         data.write_bytes(original)
     assert status == 2
     assert str(data) in stderr
     assert ("missing" if damage == "missing" else "corrupt") in stderr
-    assert stderr.count("\n") == 1 and not store.exists()
+    assert stderr.count("\n") == 1 and not (prepared_project / CELL).exists()
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "presets").glob("*.yaml")))
