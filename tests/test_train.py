@@ -14,7 +14,7 @@ from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
-from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run
+from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run, unlogged_seeds
 from initlab.train import CELL_JSON, fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
@@ -71,8 +71,9 @@ def test_same_config_and_seed_give_bit_identical_metrics(in_project):
 def log(out, mlflow_client, study="small"):
     """What the evaluate stage does for a cell (test metrics made up here)."""
     exp_id = experiment_id(mlflow_client, study)
+    seeds = list(OmegaConf.load(out / "config.yaml").study.seeds)
     tests = {seed: {"test_accuracy": 0.5, "test_loss": 1.0}
-             for seed in OmegaConf.load(out / "config.yaml").study.seeds}
+             for seed in unlogged_seeds(mlflow_client, exp_id, out, seeds)}
     ran = json.loads((out / CELL_JSON).read_text())
     log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), out, ran, tests,
              [])

@@ -79,12 +79,16 @@ def main() -> None:
             curve = Path(scratch) / "learning_curve.png"
             for sweep, cell_dir in cells:
                 cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
-                run_curves(cell_dir, [row["seed"] for row in cell_rows], curve)
+                rows += cell_rows
+                seeds = [row["seed"] for row in cell_rows]
+                todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
+                if not todo:
+                    continue
+                run_curves(cell_dir, seeds, curve)
                 ran = json.loads((cell_dir / CELL_JSON).read_text())
                 tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, ran, {
                     row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
-                    for row in cell_rows}, [curve])
-                rows += cell_rows
+                    for row in cell_rows if row["seed"] in todo}, [curve])
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")

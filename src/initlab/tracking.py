@@ -152,39 +152,48 @@ def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float
     return metrics + [(key, value, 0) for key, value in test.items()]
 
 
+def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int]) -> list[int]:
+    """The seeds of a trained cell whose run is not in the store yet: a run already logged
+    with the same results (RUN_KEY_TAG) counts; an incomplete one (its logging was killed) is
+    deleted, so that its seed is logged again."""
+    logged = {}
+    for run in mlflow_client.search_runs([exp_id], f"tags.cell = '{cell_dir.name}'",
+                                         max_results=1000):
+        logged.setdefault(run.data.tags.get(RUN_KEY_TAG), []).append(run)
+    todo = []
+    for seed in seeds:
+        previous = logged.get(run_key(cell_dir, seed), [])
+        if any(r.info.status in FINAL_STATUSES for r in previous):
+            continue
+        for stale in previous:
+            mlflow_client.delete_run(stale.info.run_id)
+        todo.append(seed)
+    return todo
+
+
 def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, ran: dict,
              tests: dict, artifacts: list[Path]) -> None:
     """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the study's
     parent run, from the cell's files: every resolved config value as a param, the metrics
     of `run_metrics`, the tags, dataset and times the train stage recorded (`ran`, its
     cell.json), the seed's history and layer CSVs plus `artifacts`. `tests`: seed -> its test
-    metrics. A run already logged with
-    the same results (RUN_KEY_TAG) is skipped; an incomplete one (its logging was killed) is
-    deleted and logged again. A run ends FINISHED, or FAILED when it diverged; KILLED or
-    FAILED if the logging itself is interrupted or fails."""
+    metrics, for the seeds `unlogged_seeds` names. A run ends FINISHED, or FAILED when it
+    diverged; KILLED or FAILED if the logging itself is interrupted or fails."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
     from omegaconf import OmegaConf
 
     cell = cell_dir.name
     info = ran["mlflow"]
     params = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
-    logged = {}
-    for run in mlflow_client.search_runs([exp_id], f"tags.cell = '{cell}'", max_results=1000):
-        logged.setdefault(run.data.tags.get(RUN_KEY_TAG), []).append(run)
     data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
                               [InputTag("mlflow.data.context", "training")])
     for seed, test in tests.items():
         seed_dir = cell_dir / f"seed_{seed}"
-        key = run_key(cell_dir, seed)
-        previous = logged.get(key, [])
-        if any(r.info.status in FINAL_STATUSES for r in previous):
-            continue
-        for stale in previous:
-            mlflow_client.delete_run(stale.info.run_id)
         summary = json.loads((seed_dir / "summary.json").read_text())
         run_id = mlflow_client.create_run(
             exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
-            tags={**info["tags"], "cell": cell, "seed": str(seed), RUN_KEY_TAG: key,
+            tags={**info["tags"], "cell": cell, "seed": str(seed),
+                  RUN_KEY_TAG: run_key(cell_dir, seed),
                   "mlflow.parentRunId": parent_id}).info.run_id
         try:
             mlflow_client.log_batch(run_id, params=[
