@@ -115,7 +115,8 @@ def trainer_run(cfg, data) -> tuple[float, list[float]]:
 
 
 def plain_loop_run(cfg, data) -> tuple[float, list[float]]:
-    """The lab code's way: a DataLoader, an nn.Sequential, one seed after another."""
+    """The lab code's way: a DataLoader, an nn.Sequential, torch.optim.SGD (the default
+    cell's optimizer), one seed after another."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from initlab.activations import ACTIVATIONS
@@ -136,7 +137,9 @@ def plain_loop_run(cfg, data) -> tuple[float, list[float]]:
             if i < len(layer_shapes(cfg)) - 1:
                 layers.append(Lambda(act))
         model = torch.nn.Sequential(*layers)
-        optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr,
+                                    momentum=cfg.optimizer.momentum,
+                                    weight_decay=cfg.optimizer.weight_decay)
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.train.batch_size, shuffle=True,
                             generator=seed_generator(seed, "data_order"))
         for _ in range(cfg.train.epochs):

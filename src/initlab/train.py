@@ -162,7 +162,7 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
                 logits = model(augment(x_train[idx], order_generators))
                 losses = F.cross_entropy(logits.float().transpose(1, 2), y,
                                          reduction="none").mean(1)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             losses.sum().backward()
             optimizer.step()
             if scheduler:
