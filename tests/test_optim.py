@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initlab.optim import OPTIMIZERS, step_decay
+from initlab.optim import OPTIMIZERS, StepDecay
 
 
 def _train(make_optimizer, make_schedule, steps=12):
@@ -33,14 +33,14 @@ def test_updates_equal_torch_optim_bit_for_bit(name):
                                                   weight_decay=cfg.weight_decay),
                  "adam": lambda p: torch.optim.Adam(p, lr=cfg.lr,
                                                     weight_decay=cfg.weight_decay)}[name]
-    ours = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: step_decay(o, cfg))
+    ours = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: StepDecay(o, cfg))
     theirs = _train(reference, lambda o: torch.optim.lr_scheduler.MultiStepLR(
         o, list(cfg.milestones), cfg.gamma))
     for mine, torchs in zip(ours, theirs):
         assert torch.equal(mine, torchs)
-    decayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: step_decay(o, cfg),
+    decayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: StepDecay(o, cfg),
                      steps=3)  # before the first milestone: the schedule changed nothing yet
-    undecayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: step_decay(
+    undecayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: StepDecay(
         o, OmegaConf.merge(cfg, {"milestones": []})), steps=3)
     assert all(torch.equal(a, b) for a, b in zip(decayed, undecayed))
 
@@ -48,7 +48,7 @@ def test_updates_equal_torch_optim_bit_for_bit(name):
 def test_a_training_step_does_not_import_dynamo():
     code = """import sys, torch
 from omegaconf import OmegaConf
-from initlab.optim import OPTIMIZERS, step_decay
+from initlab.optim import OPTIMIZERS, StepDecay
 cfg = OmegaConf.create({"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "milestones": [1],
                         "gamma": 0.1})
 for name in OPTIMIZERS:
@@ -56,7 +56,7 @@ for name in OPTIMIZERS:
     optimizer = OPTIMIZERS[name]([w], cfg)
     (w ** 2).sum().backward()
     optimizer.step()
-    step_decay(optimizer, cfg).step()
+    StepDecay(optimizer, cfg).step()
     assert optimizer.lr < cfg.lr and not torch.equal(w, torch.ones(2))
 print("torch._dynamo" in sys.modules)"""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -77,15 +77,11 @@ class StepDecay:
     2016's CIFAR-10 runs (x0.1 at 40k, 60k and 80k of 90k). `step()` once per minibatch;
     the same products as torch.optim.lr_scheduler.MultiStepLR."""
 
-    def __init__(self, optimizer: Optimizer, milestones, gamma: float):
-        self.optimizer, self.gamma = optimizer, gamma
-        self.milestones, self.iteration = set(milestones), 0
+    def __init__(self, optimizer: Optimizer, cfg):
+        self.optimizer, self.gamma = optimizer, cfg.gamma
+        self.milestones, self.iteration = set(cfg.milestones), 0
 
     def step(self) -> None:
         self.iteration += 1
         if self.iteration in self.milestones:
             self.optimizer.lr *= self.gamma
-
-
-def step_decay(optimizer: Optimizer, cfg) -> StepDecay:
-    return StepDecay(optimizer, cfg.milestones, cfg.gamma)

@@ -41,7 +41,7 @@ from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
 from initlab.io import atomic_path, sha256, write_json
 from initlab.models import SeedBatchedNet, build_model
-from initlab.optim import OPTIMIZERS, step_decay
+from initlab.optim import OPTIMIZERS, StepDecay
 from initlab.probes import layer_statistics
 from initlab.progress import Progress
 
@@ -214,7 +214,7 @@ def train_cell(cfg) -> Path:
     init_log = initialize(model, cfg.init, cfg.model.bias_init, seeds, train[0])
     init_seconds = time.perf_counter() - started
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), cfg.optimizer)
-    scheduler = step_decay(optimizer, cfg.optimizer) if cfg.optimizer.milestones else None
+    scheduler = StepDecay(optimizer, cfg.optimizer) if cfg.optimizer.milestones else None
     tags = {"activation": cfg.activation.name, "init": cfg.init.name, "model": cfg.model.name,
             "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
             "parameters": str(model.seed_parameter_count()),
