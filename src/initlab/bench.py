@@ -127,6 +127,8 @@ def plain_loop_run(cfg, data) -> tuple[float, list[float]]:
 
     (x, y), (x_val, y_val) = data
     act = ACTIVATIONS[cfg.activation.name].fn
+    # torch.optim's first call imports torch._dynamo (~2 s): paid here, not in the loop's time
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).zero_grad()
     started, accuracies = time.perf_counter(), []
     for seed in cfg.study.seeds:
         generator = seed_generator(seed, "init")
