@@ -38,11 +38,6 @@ def test_updates_equal_torch_optim_bit_for_bit(name):
         o, list(cfg.milestones), cfg.gamma))
     for mine, torchs in zip(ours, theirs):
         assert torch.equal(mine, torchs)
-    decayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: StepDecay(o, cfg),
-                     steps=3)  # before the first milestone: the schedule changed nothing yet
-    undecayed = _train(lambda p: OPTIMIZERS[name](p, cfg), lambda o: StepDecay(
-        o, OmegaConf.merge(cfg, {"milestones": []})), steps=3)
-    assert all(torch.equal(a, b) for a, b in zip(decayed, undecayed))
 
 
 def test_a_training_step_does_not_import_dynamo():
