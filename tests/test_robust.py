@@ -67,7 +67,7 @@ def wait_for_training(root, process, timeout=120) -> int:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         pid = training_pid(root)
         if pid:
-            time.sleep(3.0)  # past the optimizer's import of torch._dynamo, into the epochs
+            time.sleep(3.0)  # well into the epochs
             assert training_pid(root) == pid, "the cell ended before it could be interrupted"
             return pid
         time.sleep(0.3)

@@ -35,9 +35,9 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
     return cells
 
 
-def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
+def evaluate_cell(sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
+    """One row per seed of a trained cell; `ran` is its cell.json."""
     cfg = OmegaConf.load(cell_dir / "config.yaml")
-    cost = json.loads((cell_dir / CELL_JSON).read_text())
     rows = []
     for seed in cfg.study.seeds:
         seed_dir = cell_dir / f"seed_{seed}"
@@ -52,8 +52,8 @@ def evaluate_cell(sweep: str, cell_dir: Path, x_test, y_test) -> list[dict]:
             "depth": cfg.model.depth, "width": cfg.model.width,
             "batchnorm": cfg.model.batchnorm, "seed": seed,
             # wall-clock of the cell (all seeds at once), shared out per seed
-            "init_seconds": cost["init_seconds"] / len(cfg.study.seeds),
-            "train_seconds": cost["train_seconds"] / len(cfg.study.seeds),
+            "init_seconds": ran["init_seconds"] / len(cfg.study.seeds),
+            "train_seconds": ran["train_seconds"] / len(cfg.study.seeds),
             "test_accuracy": float("nan") if summary["diverged"] else test_accuracy,
             "test_loss": float("nan") if summary["diverged"] else test_loss,
             **{k: summary[k] for k in ("best_val_accuracy", "final_val_accuracy",
@@ -78,14 +78,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             curve = Path(scratch) / "learning_curve.png"
             for sweep, cell_dir in cells:
-                cell_rows = evaluate_cell(sweep, cell_dir, x_test, y_test)
+                ran = json.loads((cell_dir / CELL_JSON).read_text())
+                cell_rows = evaluate_cell(sweep, cell_dir, ran, x_test, y_test)
                 rows += cell_rows
                 seeds = [row["seed"] for row in cell_rows]
                 todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
                 if not todo:
                     continue
                 run_curves(cell_dir, seeds, curve)
-                ran = json.loads((cell_dir / CELL_JSON).read_text())
                 tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, ran, {
                     row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
                     for row in cell_rows if row["seed"] in todo}, [curve])

@@ -309,7 +309,7 @@ def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
                        "grid sweep", [untestable])
     table = stats.two_way_anova(grid, "accuracy", "init", "activation")
     checks = [_p_check(f"{source} effect", f"two-way ANOVA, eta² = {row.eta_sq:.3f}",
-                       row.p, int(grid.groupby(["init", "activation"]).size().min()),
+                       row.p, int(runs.min()),
                        REPRODUCED if row.p < t.alpha else INCONCLUSIVE, t.alpha)
               for source, row in table.drop(["residual", "init x activation"]).iterrows()]
     means = grid.groupby(["init", "activation"]).accuracy.mean().unstack()
