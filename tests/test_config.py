@@ -106,7 +106,7 @@ def test_every_preset_composes_every_cell(preset, tmp_path, monkeypatch):
     shutil.copy(REPO / "presets" / preset, tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     cfg = load_config([])
-    for sweep, run_dir in study_cells(cfg):
-        activation, init = Path(run_dir).name.split("-")[:2]
-        cell = load_config([f"activation={activation}", f"init={init}"])
-        assert cell.dataset.name == cfg.dataset.name and cell.model.name == cfg.model.name
+    for cell in study_cells(cfg):
+        composed = load_config(cell.overrides)
+        assert composed.run_dir == cell.run_dir
+        assert composed.dataset.name == cfg.dataset.name and composed.model.name == cfg.model.name

@@ -75,8 +75,8 @@ def log(out, mlflow_client, study="small"):
     tests = {seed: {"test_accuracy": 0.5, "test_loss": 1.0}
              for seed in unlogged_seeds(mlflow_client, exp_id, out, seeds)}
     ran = json.loads((out / CELL_JSON).read_text())
-    log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), out, ran, tests,
-             [])
+    log_cell(mlflow_client, exp_id, study_run(mlflow_client, exp_id, study), study, out, ran,
+             tests, [])
     return mlflow_client.search_runs([exp_id], f"tags.cell = '{out.name}'")
 
 

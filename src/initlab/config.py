@@ -13,10 +13,12 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -166,6 +168,7 @@ class Config:
     depth_sweep: DepthSweepConfig = field(default_factory=DepthSweepConfig)
     batchnorm_sweep: BatchnormSweepConfig = field(default_factory=BatchnormSweepConfig)
     run_dir: str = MISSING  # where a cell writes its outputs, relative to the workspace
+    code: str | None = None  # digest of the training code, set per cell by initlab.compose
     device: str = "cpu"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -299,17 +302,65 @@ def tracking_root() -> Path:
     return root
 
 
-def study_cells(cfg: DictConfig) -> list[tuple[str, str]]:
-    """(sweep, run_dir) of every training cell of the study, as dvc.yaml's matrices make them:
-    runs/grid/<act>-<init>, runs/depth/<act>-<init>-d<depth>, runs/batchnorm/<act>-<init>-bn."""
-    grid = [("grid", f"runs/grid/{a}-{i}")
-            for a in cfg.study.activations for i in cfg.study.inits]
-    depth = [("depth", f"runs/depth/{a}-{i}-d{d}") for d in cfg.depth_sweep.depths
-             for a in cfg.depth_sweep.activations for i in cfg.depth_sweep.inits]
-    batchnorm = [("batchnorm", f"runs/batchnorm/{a}-{i}-bn")
-                 for a in cfg.batchnorm_sweep.activations for i in cfg.batchnorm_sweep.inits]
-    return grid + depth + batchnorm
+class Cell(NamedTuple):
+    """One training cell of a sweep: where it writes, and the overrides that make it."""
+    sweep: str
+    run_dir: str
+    overrides: list[str]
 
+    @property
+    def config_path(self) -> str:
+        """Its composed config, written by the compose stage: runs/configs/<sweep>/<cell>.yaml."""
+        return f"{CELL_CONFIGS}/{self.sweep}/{Path(self.run_dir).name}.yaml"
+
+
+CELL_CONFIGS = "runs/configs"
+
+
+def study_cells(cfg: DictConfig) -> list[Cell]:
+    """Every training cell of the study, named as dvc.yaml's matrices name them:
+    runs/grid/<act>-<init> (the configured model), runs/depth/<act>-<init>-d<depth> (the
+    mlp at `depth_sweep`'s depth, width and epochs), runs/batchnorm/<act>-<init>-bn (the
+    configured model with batch norm)."""
+    def cell(sweep, run_dir, activation, init, *overrides):
+        return Cell(sweep, run_dir, [f"activation={activation}", f"init={init}", *overrides,
+                                     f"run_dir={run_dir}"])
+
+    sweep = cfg.depth_sweep
+    return ([cell("grid", f"runs/grid/{a}-{i}", a, i)
+             for a in cfg.study.activations for i in cfg.study.inits]
+            + [cell("depth", f"runs/depth/{a}-{i}-d{d}", a, i, f"model.depth={d}",
+                    f"model.width={sweep.width}", f"train.epochs={sweep.epochs}")
+               for d in sweep.depths for a in sweep.activations for i in sweep.inits]
+            + [cell("batchnorm", f"runs/batchnorm/{a}-{i}-bn", a, i, "model.batchnorm=true")
+               for a in cfg.batchnorm_sweep.activations for i in cfg.batchnorm_sweep.inits])
+
+
+# What a cell's numbers do not depend on: which other cells the study has, and the report.
+STUDY_LEVEL = ("depth_sweep", "batchnorm_sweep", "report")
+
+
+def cell_config(cfg: DictConfig) -> DictConfig:
+    """The part of a composed config one cell's results depend on, resolved: everything but
+    STUDY_LEVEL and the study's name and lists, keeping its seeds. A cell's stage depends on
+    this alone, so that adding an init to the study retrains no existing cell."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in STUDY_LEVEL:
+        del container[key]
+    container["study"] = {"seeds": container["study"]["seeds"]}
+    return OmegaConf.create(container)
+
+
+def load_cell_config(path: Path) -> DictConfig:
+    """A cell config written by the compose stage, on the schema, validated."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; `dvc repro compose` writes it") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
+    validate(cfg)
+    return cfg
 
 
 PARAMS_FILE = "params.yaml"
@@ -373,7 +424,6 @@ def load_config(cli_overrides: list[str]) -> DictConfig:
     root = workspace_root()
     overrides = params_overrides(read_params(root)) + list(cli_overrides)
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):

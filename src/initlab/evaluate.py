@@ -28,15 +28,15 @@ RESULTS_CSV = Path("reports") / "results.csv"
 
 def cell_dirs(cfg) -> list[tuple[str, Path]]:
     """(sweep, folder) of every cell of the study (`initlab.config.study_cells`)."""
-    cells = [(sweep, workspace_root() / run_dir) for sweep, run_dir in study_cells(cfg)]
+    cells = [(cell.sweep, workspace_root() / cell.run_dir) for cell in study_cells(cfg)]
     missing = [str(d) for _, d in cells if not (d / "config.yaml").is_file()]
     if missing:
         raise ConfigError(f"training outputs missing: {missing}; run `dvc repro` to train them")
     return cells
 
 
-def evaluate_cell(sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
-    """One row per seed of a trained cell; `ran` is its cell.json."""
+def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
+    """One row per seed of a trained cell of `study`; `ran` is its cell.json."""
     cfg = OmegaConf.load(cell_dir / "config.yaml")
     rows = []
     for seed in cfg.study.seeds:
@@ -47,7 +47,7 @@ def evaluate_cell(sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list
         test_loss, test_accuracy = (float(v[0]) for v in evaluate(model, x_test, y_test,
                                                                   cfg.train.eval_batch_size))
         rows.append({
-            "study": cfg.study.name, "sweep": sweep, "cell": cell_dir.name,
+            "study": study, "sweep": sweep, "cell": cell_dir.name,
             "run_dir": cfg.run_dir, "activation": cfg.activation.name, "init": cfg.init.name,
             "depth": cfg.model.depth, "width": cfg.model.width,
             "batchnorm": cfg.model.batchnorm, "seed": seed,
@@ -79,14 +79,14 @@ def main() -> None:
             curve = Path(scratch) / "learning_curve.png"
             for sweep, cell_dir in cells:
                 ran = json.loads((cell_dir / CELL_JSON).read_text())
-                cell_rows = evaluate_cell(sweep, cell_dir, ran, x_test, y_test)
+                cell_rows = evaluate_cell(cfg.study.name, sweep, cell_dir, ran, x_test, y_test)
                 rows += cell_rows
                 seeds = [row["seed"] for row in cell_rows]
                 todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
                 if not todo:
                     continue
                 run_curves(cell_dir, seeds, curve)
-                tracking.log_cell(mlflow_client, exp_id, parent_id, cell_dir, ran, {
+                tracking.log_cell(mlflow_client, exp_id, parent_id, cfg.study.name, cell_dir, ran, {
                     row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
                     for row in cell_rows if row["seed"] in todo}, [curve])
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:

@@ -171,9 +171,9 @@ def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int])
     return todo
 
 
-def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, ran: dict,
+def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: Path, ran: dict,
              tests: dict, artifacts: list[Path]) -> None:
-    """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the study's
+    """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the `study`'s
     parent run, from the cell's files: every resolved config value as a param, the metrics
     of `run_metrics`, the tags, dataset and times the train stage recorded (`ran`, its
     cell.json), the seed's history and layer CSVs plus `artifacts`. `tests`: seed -> its test
@@ -192,7 +192,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, cell_dir: Path, ran: di
         summary = json.loads((seed_dir / "summary.json").read_text())
         run_id = mlflow_client.create_run(
             exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
-            tags={**info["tags"], "cell": cell, "seed": str(seed),
+            tags={**info["tags"], "study": study, "cell": cell, "seed": str(seed),
                   RUN_KEY_TAG: run_key(cell_dir, seed),
                   "mlflow.parentRunId": parent_id}).info.run_id
         try:

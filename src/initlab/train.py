@@ -1,12 +1,14 @@
 """The `train` stage: one cell (an activation x an init), every seed of the study at once.
 
     python -m initlab.train activation=tanh init=xavier [model.depth=10 ...]
+    python -m initlab.train --cell runs/configs/grid/tanh-xavier.yaml     (the train stages)
 
-composes conf/ + params.yaml + these overrides (`initlab.config.load_config`), trains the
+composes conf/ + params.yaml + these overrides (`initlab.config.load_config`), or reads the
+cell's config that the compose stage composed the same way (`initlab.compose`), trains the
 seeds as one seed-batched model (`initlab.models`) on the train split, picks nothing by test
 data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomically:
 
-    config.yaml                 the composed config the results depend on
+    config.yaml                 the config the results depend on (`initlab.config.cell_config`)
     seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
     seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
     seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)
@@ -35,7 +37,14 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from initlab.augment import AUGMENTATIONS
-from initlab.config import ConfigError, load_config, reported_errors, workspace_root
+from initlab.config import (
+    ConfigError,
+    cell_config,
+    load_cell_config,
+    load_config,
+    reported_errors,
+    workspace_root,
+)
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
@@ -218,8 +227,7 @@ def train_cell(cfg) -> Path:
     tags = {"activation": cfg.activation.name, "init": cfg.init.name, "model": cfg.model.name,
             "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
             "parameters": str(model.seed_parameter_count()),
-            "dataset": cfg.dataset.name, "study": cfg.study.name,
-            "sweep": Path(cfg.run_dir).parent.name,
+            "dataset": cfg.dataset.name, "sweep": Path(cfg.run_dir).parent.name,
             "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
             "git_commit": git_commit(), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
@@ -237,7 +245,7 @@ def train_cell(cfg) -> Path:
     progress.close(result)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
+        OmegaConf.save(cell_config(cfg), tmp / "config.yaml")
         for s, seed in enumerate(seeds):
             seed_dir = tmp / f"seed_{seed}"
             seed_dir.mkdir()
@@ -267,8 +275,14 @@ def train_cell(cfg) -> Path:
 
 def main() -> None:
     with reported_errors():
-        cfg = load_config(sys.argv[1:])
-        train_cell(cfg)
+        args = sys.argv[1:]
+        if args[:1] != ["--cell"]:
+            train_cell(load_config(args))
+        elif len(args) == 2:
+            train_cell(load_cell_config(Path(args[1])))
+        else:
+            raise ConfigError(f"--cell {' '.join(args[1:])!r} is not allowed: one cell "
+                              "config file, runs/configs/<sweep>/<cell>.yaml")
 
 
 if __name__ == "__main__":
