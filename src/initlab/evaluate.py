@@ -36,26 +36,27 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 
 
 def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
-    """One row per seed of a trained cell of `study`; `ran` is its cell.json."""
+    """One row per seed of a trained cell of `study`; `ran` is its cell.json. The seeds'
+    checkpoints load into one seed-batched model, measured in one pass."""
     cfg = OmegaConf.load(cell_dir / "config.yaml")
+    seeds = list(cfg.study.seeds)
+    model = build_model(cfg, n_models=len(seeds))
+    model.load_seed_state_dicts([torch.load(cell_dir / f"seed_{seed}" / "model.pt",
+                                            weights_only=True) for seed in seeds])
+    test_losses, test_accuracies = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
     rows = []
-    for seed in cfg.study.seeds:
-        seed_dir = cell_dir / f"seed_{seed}"
-        summary = json.loads((seed_dir / "summary.json").read_text())
-        model = build_model(cfg, n_models=1)
-        model.load_seed_state_dicts([torch.load(seed_dir / "model.pt", weights_only=True)])
-        test_loss, test_accuracy = (float(v[0]) for v in evaluate(model, x_test, y_test,
-                                                                  cfg.train.eval_batch_size))
+    for s, seed in enumerate(seeds):
+        summary = json.loads((cell_dir / f"seed_{seed}" / "summary.json").read_text())
         rows.append({
             "study": study, "sweep": sweep, "cell": cell_dir.name,
             "run_dir": cfg.run_dir, "activation": cfg.activation.name, "init": cfg.init.name,
             "depth": cfg.model.depth, "width": cfg.model.width,
             "batchnorm": cfg.model.batchnorm, "seed": seed,
             # wall-clock of the cell (all seeds at once), shared out per seed
-            "init_seconds": ran["init_seconds"] / len(cfg.study.seeds),
-            "train_seconds": ran["train_seconds"] / len(cfg.study.seeds),
-            "test_accuracy": float("nan") if summary["diverged"] else test_accuracy,
-            "test_loss": float("nan") if summary["diverged"] else test_loss,
+            "init_seconds": ran["init_seconds"] / len(seeds),
+            "train_seconds": ran["train_seconds"] / len(seeds),
+            "test_accuracy": float("nan") if summary["diverged"] else float(test_accuracies[s]),
+            "test_loss": float("nan") if summary["diverged"] else float(test_losses[s]),
             **{k: summary[k] for k in ("best_val_accuracy", "final_val_accuracy",
                                        "final_train_loss", "epochs", "diverged")},
         })

@@ -120,6 +120,7 @@ def study_run(mlflow_client, exp_id: str, study: str) -> str:
 
 
 RUN_KEY_TAG = "initlab.run_key"
+MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limit on metrics + params in one log_batch
 FINAL_STATUSES = ("FINISHED", "FAILED")
 
 
@@ -184,7 +185,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
 
     cell = cell_dir.name
     info = ran["mlflow"]
-    params = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
+    params_of_cell = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
     data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
                               [InputTag("mlflow.data.context", "training")])
     for seed, test in tests.items():
@@ -193,21 +194,20 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
         run_id = mlflow_client.create_run(
             exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
             tags={**info["tags"], "study": study, "cell": cell, "seed": str(seed),
-                  RUN_KEY_TAG: run_key(cell_dir, seed),
-                  "mlflow.parentRunId": parent_id}).info.run_id
+                  RUN_KEY_TAG: run_key(cell_dir, seed), "mlflow.parentRunId": parent_id,
+                  **({"diverged": f"epoch {summary['diverged_at_epoch']}"}
+                     if summary["diverged"] else {})}).info.run_id
         try:
-            mlflow_client.log_batch(run_id, params=[
-                Param(k, v) for k, v in {**params, "seed": str(seed)}.items()])
+            params = [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
+            metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
+                       for k, v, step in run_metrics(seed_dir, test)]
+            first = MAX_ENTITIES_PER_BATCH - len(params)  # params and metrics in one call
+            mlflow_client.log_batch(run_id, metrics[:first], params)
+            for start in range(first, len(metrics), MAX_ENTITIES_PER_BATCH):
+                mlflow_client.log_batch(run_id, metrics[start:start + MAX_ENTITIES_PER_BATCH])
             mlflow_client.log_inputs(run_id, [data_input])
-            batch = [Metric(k, float(v), ran["ended_ms"], int(step))
-                     for k, v, step in run_metrics(seed_dir, test)]
-            for start in range(0, len(batch), 1000):  # MLflow's limit per call
-                mlflow_client.log_batch(run_id, metrics=batch[start:start + 1000])
             for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
-            if summary["diverged"]:
-                mlflow_client.set_tag(run_id, "diverged",
-                                      f"epoch {summary['diverged_at_epoch']}")
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             mlflow_client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
