@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def training_code_digest() -> str:
     the evaluation or the report retrains none."""
     files = json.loads(subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
                                       capture_output=True, text=True).stdout)
-    package = Path(files[0]).parent  # initlab/__init__.py sorts first
+    package = Path(os.path.commonpath(files))
     digest = hashlib.sha256()
     for file in map(Path, files):
         digest.update(f"{file.relative_to(package)} {sha256(file)}\n".encode())
