@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 
+import pytest
 from conftest import REPO, SMALL_STUDY, run, update_params
 from omegaconf import OmegaConf
 
@@ -58,3 +59,19 @@ def test_the_code_digest_follows_the_training_code_only(tmp_path, monkeypatch):
     with open(src / "initlab/probes.py", "a") as probes:
         probes.write("# a training module\n")
     assert training_code_digest() != original
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cell", "runs/configs/grid/nope.yaml"], "runs/configs/grid/nope.yaml: file not found"),
+    (["--cell"], "--cell '' is not allowed: one cell config file"),
+])
+def test_a_bad_cell_argument_is_one_clear_error(argv, message, prepared_project, monkeypatch,
+                                                capsys):
+    from initlab.train import main
+
+    monkeypatch.chdir(prepared_project)
+    monkeypatch.setattr(sys, "argv", ["initlab.train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in stderr and stderr.count("\n") == 1

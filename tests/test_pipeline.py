@@ -47,7 +47,9 @@ def test_repro_trains_every_cell_and_writes_the_report(study):
     html = (root / "reports/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 10  # self-contained
     assert not (root / "outputs").exists()  # Hydra litters nothing
-    for config in (root / "runs/configs").rglob("*.yaml"):  # each cell trained its config
+    configs = list((root / "runs/configs").rglob("*.yaml"))
+    assert len(configs) == len(CELLS | OTHER_SWEEPS)
+    for config in configs:  # each cell trained the config the compose stage wrote for it
         cell = config.relative_to(root / "runs/configs").with_suffix("")
         assert (root / "runs" / cell / "config.yaml").read_text() == config.read_text()
 
