@@ -120,7 +120,6 @@ def study_run(mlflow_client, exp_id: str, study: str) -> str:
 
 
 RUN_KEY_TAG = "initlab.run_key"
-MAX_ENTITIES_PER_BATCH = 1000  # MLflow's limit on metrics + params in one log_batch
 FINAL_STATUSES = ("FINISHED", "FAILED")
 
 
@@ -181,6 +180,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     metrics, for the seeds `unlogged_seeds` names. A run ends FINISHED, or FAILED when it
     diverged; KILLED or FAILED if the logging itself is interrupted or fails."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH  # metrics + params per call
     from omegaconf import OmegaConf
 
     cell = cell_dir.name
