@@ -41,15 +41,21 @@ def runs_by_status(root, experiment="initlab-robust") -> dict[str, list]:
 
 
 def training_pid(root) -> int | None:
-    """The pid of an `initlab.train` process working in `root` that has loaded torch (so it
-    is in, or about to be in, its epochs), or None."""
+    """The pid of a trainer working in `root` that has loaded torch (so it is in, or about to
+    be in, its epochs), or None: an `initlab.train` process or a child of the fork server
+    (`initlab.forkserver --serve`, whose children carry its command line)."""
+    def cmdline(pid) -> list[bytes]:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
     for proc in Path("/proc").iterdir():
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"initlab.train" in cmdline and (proc / "cwd").resolve() == root.resolve() \
+            args = cmdline(proc.name)
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            forked = b"--serve" in args and b"--serve" in cmdline(parent)
+            if (b"initlab.train" in args or forked) and (proc / "cwd").resolve() == root.resolve() \
                     and "libtorch" in (proc / "maps").read_text():
                 return int(proc.name)
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return None
 

@@ -39,14 +39,19 @@ print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items()
 
 
 def training_code_digest() -> str:
-    """sha256 over (path inside the package, sha256 of the file) of every initlab module that
-    `import initlab.train` loads: a change to any of them retrains every cell; a change to
-    the evaluation or the report retrains none."""
-    files = json.loads(subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
-                                      capture_output=True, text=True).stdout)
+    """The digest (`code_digest`) of every initlab module that `import initlab.train` loads in
+    a fresh interpreter: a change to any of them retrains every cell; a change to the
+    evaluation or the report retrains none."""
+    return code_digest(json.loads(subprocess.run(
+        [sys.executable, "-c", _TRAINING_MODULES], check=True, capture_output=True,
+        text=True).stdout))
+
+
+def code_digest(files: list[str]) -> str:
+    """sha256 over (path inside the package, sha256 of the file) of the package's `files`."""
     package = Path(os.path.commonpath(files))
     digest = hashlib.sha256()
-    for file in map(Path, files):
+    for file in map(Path, sorted(files)):
         digest.update(f"{file.relative_to(package)} {sha256(file)}\n".encode())
     return digest.hexdigest()
 

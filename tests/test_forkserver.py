@@ -1,0 +1,151 @@
+"""The train stages' command, `python -m initlab.forkserver --cell ...`: a cell trained in a
+child of the warm server is the cell a fresh `python -m initlab.train --cell ...` trains;
+stopping the client stops the child and leaves no output; without a server that can serve,
+the client trains the cell itself; an idle server goes away."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import project_env, run
+from omegaconf import OmegaConf
+
+from initlab.compose import training_code_digest
+
+CELL = "runs/configs/grid/relu-he.yaml"
+OUTPUTS = ("history.csv", "layers.csv", "summary.json")
+
+
+@pytest.fixture(scope="module")
+def project(prepared_project) -> Path:
+    """The prepared project with its cells composed."""
+    run([sys.executable, "-m", "initlab.compose"], prepared_project)
+    return prepared_project
+
+
+@pytest.fixture
+def env(project):
+    """The project's environment with a runtime folder of its own, so that this test's fork
+    server is its own (short: a socket's path has at most 107 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="fs", dir="/tmp") as runtime:
+        yield {**project_env(project), "XDG_RUNTIME_DIR": runtime}
+
+
+def servers(env) -> list[int]:
+    """The pids of the fork servers whose socket is in env's runtime folder."""
+    folder = env["XDG_RUNTIME_DIR"].encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--serve" in cmdline and cmdline[cmdline.index(b"--serve") + 1].startswith(folder):
+            found.append(int(proc.name))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def outputs(cell_dir: Path) -> dict:
+    """A trained cell's results: its files' text and its weights."""
+    found = {}
+    for seed_dir in sorted(cell_dir.glob("seed_*")):
+        for name in OUTPUTS:
+            found[f"{seed_dir.name}/{name}"] = (seed_dir / name).read_text()
+        weights = torch.load(seed_dir / "model.pt", weights_only=True)
+        found[f"{seed_dir.name}/model.pt"] = {k: v.tolist() for k, v in weights.items()}
+    return found
+
+
+def cell_config(project, tmp_path, **changes) -> Path:
+    """The composed relu-he cell with `changes` (dotted keys), as a file of its own."""
+    cfg = OmegaConf.load(project / CELL)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    path = tmp_path / "cell.yaml"
+    OmegaConf.save(cfg, path)
+    return path
+
+
+def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
+    cell_dir = project / "runs/grid/relu-he"
+    trained = []
+    for command in ("initlab.forkserver", "initlab.forkserver", "initlab.train"):
+        done = run([sys.executable, "-m", command, "--cell", CELL], project,
+                   env={**env, "DVC_STAGE": f"train@{command}"})
+        assert "relu-he-s1: 2 epochs" in done.stdout  # the child writes to the client's stdout
+        ran = json.loads((cell_dir / "cell.json").read_text())
+        assert ran["mlflow"]["tags"]["dvc_stage"] == f"train@{command}"  # its environment
+        trained.append(outputs(cell_dir))
+    assert trained[0] == trained[1] == trained[2]
+    assert len(servers(env)) == 1  # the second cell reused the first one's server
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_stopping_the_client_stops_the_cell_and_leaves_nothing(project, env, tmp_path, signum):
+    long_cell = cell_config(project, tmp_path, run_dir="runs/grid/long",
+                            **{"train.epochs": 2000})
+    run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project, env=env)
+    [server] = servers(env)
+    client = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--cell",
+                               str(long_cell)], cwd=project, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not children(server):
+        assert time.monotonic() < deadline, "the server started no child"
+        time.sleep(0.05)
+    [child] = children(server)
+    time.sleep(1.0)  # into its epochs
+    client.send_signal(signum)
+    assert client.wait(timeout=60) == (-signum if signum == signal.SIGKILL else 128 + signum)
+    deadline = time.monotonic() + 30
+    while child in children(server):
+        assert time.monotonic() < deadline, "the child went on training"
+        time.sleep(0.05)
+    cells = project / "runs/grid"
+    assert not (cells / "long").exists() and not list(cells.glob(".long.tmp*"))
+
+
+def test_without_a_server_for_the_code_the_client_trains_the_cell_itself(project, env, tmp_path):
+    cell_dir = project / "runs/grid/other"
+    stale = cell_config(project, tmp_path, run_dir="runs/grid/other", code="0" * 64)
+    run([sys.executable, "-m", "initlab.forkserver", "--cell", str(stale)], project, env=env)
+    assert json.loads((cell_dir / "seed_0/summary.json").read_text())["epochs"] == 2
+    assert not servers(env)  # the one it started did not serve another code
+    [log] = Path(env["XDG_RUNTIME_DIR"]).glob("initlab-*/*.log")
+    assert "not serving" in log.read_text()
+
+
+def test_a_bad_cell_argument_is_the_trainers_one_clear_error(project, env):
+    done = run([sys.executable, "-m", "initlab.forkserver", "--cell", "runs/configs/nope.yaml"],
+               project, check=False, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "initlab: error: runs/configs/nope.yaml: file not found; `dvc repro compose` writes it"]
+
+
+def test_an_idle_server_exits_and_removes_its_socket(project, env):
+    socket = Path(env["XDG_RUNTIME_DIR"]) / "idle.sock"
+    server = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--serve",
+                               str(socket), training_code_digest(), "0.5"],
+                              cwd=project, env=env)
+    deadline = time.monotonic() + 60
+    while not socket.exists():
+        assert server.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert server.wait(timeout=30) == 0
+    assert not socket.exists()
