@@ -47,12 +47,17 @@ PER_COMMAND_VARIABLES = {"DVC_STAGE", "DVC_ROOT", "PWD", "OLDPWD", "SHLVL", "_"}
 MESSAGE_BYTES = 1 << 20
 
 
-def socket_path(code: str, env: dict[str, str]) -> Path:
-    """Where the server for this training code, interpreter and environment listens."""
+def socket_path(code: str, env: dict[str, str]) -> Path | None:
+    """Where the server for this training code, interpreter and environment listens: in a
+    folder of this user's that no one else can enter (None if it is not: the client, which
+    sends its environment and its stdout there, then keeps to its own process)."""
     identity = json.dumps([sys.executable, code, sorted(
         (k, v) for k, v in env.items() if k not in PER_COMMAND_VARIABLES)])
     folder = Path(env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"initlab-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    owner = folder.lstat()
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or folder.is_symlink():
+        return None
     return folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.sock"
 
 
@@ -107,8 +112,8 @@ def run_cell(cell_config: Path) -> int | None:
         code = yaml.safe_load(cell_config.read_text()).get("code")
     except (OSError, yaml.YAMLError, AttributeError):
         return None
-    conn = _connect_or_start(socket_path(code, dict(os.environ)), code) \
-        if isinstance(code, str) else None
+    path = socket_path(code, dict(os.environ)) if isinstance(code, str) else None
+    conn = _connect_or_start(path, code) if path else None
     if conn is None:
         return None
     with conn:
@@ -127,20 +132,21 @@ def run_cell(cell_config: Path) -> int | None:
             socket.send_fds(conn, [json.dumps({
                 "argv": ["--cell", str(cell_config)], "cwd": os.getcwd(),
                 "env": dict(os.environ)}).encode()], [0, 1, 2])
-            started = _receive(conn)
+            message = _receive(conn)
         except OSError:
-            started = None
-        if started is None:  # the server went away before forking: nothing runs
+            message = None
+        if message is None:  # the server went away before forking: nothing runs
             return None
-        try:
-            ended = _receive(conn)
-        except OSError:
-            ended = None
-    if ended is None:
-        print(f"initlab: error: the training process {started['pid']} for {cell_config} "
-              "ended without an exit status", file=sys.stderr)
+        while message is not None and "status" not in message:  # {"pid": ...} first
+            try:
+                message = _receive(conn)
+            except OSError:
+                message = None
+    if message is None:
+        print(f"initlab: error: the training process for {cell_config} ended without an "
+              "exit status", file=sys.stderr)
         return 1
-    return ended["status"]
+    return message["status"]
 
 
 def main() -> None:
