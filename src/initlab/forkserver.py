@@ -168,8 +168,8 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
     import initlab.train  # noqa: F401  (what every child inherits)
     from initlab.compose import code_digest
 
-    loaded = [m.__file__ for name, m in list(sys.modules.items())
-              if name.split(".")[0] == "initlab" and name not in (__name__, "initlab.compose")]
+    loaded = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] ==
+              "initlab" and name not in ("initlab.forkserver", "initlab.compose")]
     if code_digest(loaded) != code:
         sys.exit(f"initlab.forkserver: the loaded training code is not {code}; not serving")
     os.chdir("/")  # hold no project folder; each child works in its client's
@@ -196,10 +196,13 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    listener.close()
-                    for _, other in children.values():
-                        other.close()
-                    _child(conn, json.loads(data), fds)
+                    try:
+                        listener.close()
+                        for _, other in children.values():
+                            other.close()
+                        _child(conn, data, fds)
+                    finally:
+                        os._exit(1)  # never back into the server's loop
                 for fd in fds:
                     os.close(fd)
                 pidfd = os.pidfd_open(pid)
@@ -222,7 +225,7 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
     listener.close()
 
 
-def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def _child(conn: socket.socket, request: bytes, fds: list[int]) -> None:
     """In the forked child: become the client's process (fds, cwd, environment), run the
     trainer, report its exit status on `conn`, and exit."""
     for target, fd in zip((0, 1, 2), fds):
@@ -233,15 +236,14 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the server may ignore it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
     threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()
-    sys.argv = ["initlab.train", *request["argv"]]
     try:
-        import initlab.train
-
-        initlab.train.main()
+        request = json.loads(request)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["initlab.train", *request["argv"]]
+        sys.modules["initlab.train"].main()
         status = 0
     except SystemExit as e:
         if isinstance(e.code, str):
