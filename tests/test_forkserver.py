@@ -83,7 +83,7 @@ def cell_config(project, tmp_path, **changes) -> Path:
 
 def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
     cell_dir = project / "runs/grid/relu-he"
-    trained = []
+    trained, serving = [], []
     for command in ("initlab.forkserver", "initlab.forkserver", "initlab.train"):
         done = run([sys.executable, "-m", command, "--cell", CELL], project,
                    env={**env, "DVC_STAGE": f"train@{command}"})
@@ -91,8 +91,9 @@ def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
         ran = json.loads((cell_dir / "cell.json").read_text())
         assert ran["mlflow"]["tags"]["dvc_stage"] == f"train@{command}"  # its environment
         trained.append(outputs(cell_dir))
+        serving.append(servers(env))
     assert trained[0] == trained[1] == trained[2]
-    assert len(servers(env)) == 1  # the second cell reused the first one's server
+    assert len(serving[0]) == 1 and serving[1] == serving[0]  # the second cell reused it
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
