@@ -142,8 +142,9 @@ def test_a_bad_cell_argument_is_the_trainers_one_clear_error(project, env):
         "initlab: error: runs/configs/nope.yaml: file not found; `dvc repro compose` writes it"]
 
 
-def test_an_idle_server_exits_and_removes_its_socket(project, env):
+def test_an_idle_server_exits_and_removes_its_socket_and_log(project, env):
     socket = Path(env["XDG_RUNTIME_DIR"]) / "idle.sock"
+    socket.with_suffix(".log").write_text("")  # as its client makes it
     server = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--serve",
                                str(socket), training_code_digest(), "0.5"],
                               cwd=project, env=env)
@@ -152,4 +153,4 @@ def test_an_idle_server_exits_and_removes_its_socket(project, env):
         assert server.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     assert server.wait(timeout=30) == 0
-    assert not socket.exists()
+    assert not socket.exists() and not socket.with_suffix(".log").exists()

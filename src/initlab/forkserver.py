@@ -222,6 +222,7 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
                 conn.close()
     if path.exists() and path.stat().st_ino == ours:
         path.unlink()
+        path.with_suffix(".log").unlink(missing_ok=True)  # kept only when a server failed
     listener.close()
 
 
