@@ -22,7 +22,7 @@ STUDY = dict(
     depth_sweep={"depths": [], "activations": [], "inits": []},
     batchnorm_sweep={"activations": [], "inits": []},
     model={"depth": 2, "width": 32},
-    train={"epochs": 400, "batch_size": 256},  # ~10 s of training a cell: time to interrupt
+    train={"epochs": 160, "batch_size": 256},  # ~4 s of training a cell: time to interrupt
 )
 
 
@@ -73,7 +73,7 @@ def wait_for_training(root, process, timeout=120) -> int:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         pid = training_pid(root)
         if pid:
-            time.sleep(3.0)  # well into the epochs
+            time.sleep(1.0)  # into the epochs
             assert training_pid(root) == pid, "the cell ended before it could be interrupted"
             return pid
         time.sleep(0.3)
@@ -113,7 +113,7 @@ def test_sigterm_ends_the_cell_and_writes_nothing(prepared_project):
     cell = prepared_project / "runs" / "grid" / "relu-zero"
     process = subprocess.Popen(
         [sys.executable, "-m", "initlab.train", "activation=relu", "init=zero",
-         "train.epochs=400", "train.batch_size=256", "model.width=32"],
+         "train.epochs=160", "train.batch_size=256", "model.width=32"],
         cwd=prepared_project, env=project_env(prepared_project), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT)
     wait_for_training(prepared_project, process)
@@ -123,7 +123,7 @@ def test_sigterm_ends_the_cell_and_writes_nothing(prepared_project):
 
 
 def test_killed_training_leaves_nothing_and_repro_completes(project):
-    update_params(project, train={**STUDY["train"], "epochs": 401})
+    update_params(project, train={**STUDY["train"], "epochs": 161})
     process = start_repro(project)
     os.kill(wait_for_training(project, process), signal.SIGKILL)
     process.communicate(timeout=120)

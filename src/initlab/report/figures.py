@@ -15,8 +15,10 @@ from initlab.report.stats import NOT_REPRODUCED, REPRODUCED  # noqa: E402
 
 
 def run_curves(cell_dir: Path, seeds: list[int], path: Path) -> None:
-    """One cell's learning curves, a line per seed: training loss and validation accuracy."""
+    """One cell's learning curves, a line per seed: training loss and validation accuracy.
+    Drawn once per cell of the study, so with fixed margins (no `tight_layout` pass)."""
     fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.91, wspace=0.25)
     for seed in seeds:
         history = pd.read_csv(cell_dir / f"seed_{seed}" / "history.csv")
         loss.plot(history.epoch, history.train_loss, marker=".", label=f"seed {seed}")
@@ -25,7 +27,8 @@ def run_curves(cell_dir: Path, seeds: list[int], path: Path) -> None:
     loss.set(xlabel="epoch", ylabel="training loss", title=cell_dir.name)
     accuracy.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
     accuracy.legend(fontsize="small")
-    _save(fig, path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list[str],
