@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 study: setup
 	dvc repro
 
+# Two workers; the tests that share a built study run on one (their xdist_group).
 test: setup
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup
 
 ui: setup
 	python -m initlab.ui

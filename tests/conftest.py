@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Under pytest-xdist (`make test`: 2 workers) two trainers can run at once, each with a thread
+# per core (`use_threads_for`); OpenMP threads that spin-wait at barriers then wait on each
+# other (a 1.7-s cell took 62 s). Set before torch is loaded; it changes no number.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import yaml
 

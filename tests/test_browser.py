@@ -19,10 +19,11 @@ from mlflow.tracking import MlflowClient
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (CHROMIUM.exists() and DRIVER.exists()),
     reason="no Debian chromium + chromium-driver here (apt-get install chromium "
-           "chromium-driver; .ci/run does)")
+           "chromium-driver; .ci/run does)"),
+    pytest.mark.xdist_group("small_study")]  # the worker that built it for test_pipeline
 
 
 def free_port() -> int:

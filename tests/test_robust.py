@@ -17,6 +17,8 @@ import pytest
 from conftest import copy_project, project_env, run, update_params
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
+
 STUDY = dict(
     study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
     depth_sweep={"depths": [], "activations": [], "inits": []},
