@@ -22,6 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def processes():
+    """(pid, command line as a list of bytes) of every process that can be read."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+
+
 def copy_project(target: Path) -> Path:
     """The project's tracked files (not the study's outputs), as a fresh git repo."""
     return initlab.io.copy_project(REPO, target)

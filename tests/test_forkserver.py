@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import project_env, run
+from conftest import processes, project_env, run
 from omegaconf import OmegaConf
 
 from initlab.compose import training_code_digest
@@ -42,15 +42,8 @@ def env(project):
 def servers(env) -> list[int]:
     """The pids of the fork servers whose socket is in env's runtime folder."""
     folder = env["XDG_RUNTIME_DIR"].encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"--serve" in cmdline and cmdline[cmdline.index(b"--serve") + 1].startswith(folder):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, cmdline in processes()
+            if b"--serve" in cmdline and cmdline[cmdline.index(b"--serve") + 1].startswith(folder)]
 
 
 def children(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_project, project_env, run, update_params
+from conftest import copy_project, processes, project_env, run, update_params
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
@@ -46,17 +46,15 @@ def training_pid(root) -> int | None:
     """The pid of a trainer working in `root` that has loaded torch (so it is in, or about to
     be in, its epochs), or None: an `initlab.train` process or a child of the fork server
     (`initlab.forkserver --serve`, whose children carry its command line)."""
-    def cmdline(pid) -> list[bytes]:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-
-    for proc in Path("/proc").iterdir():
+    commands = dict(processes())
+    for pid, args in commands.items():
+        proc = Path(f"/proc/{pid}")
         try:
-            args = cmdline(proc.name)
-            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            forked = b"--serve" in args and b"--serve" in cmdline(parent)
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            forked = b"--serve" in args and b"--serve" in commands.get(parent, [])
             if (b"initlab.train" in args or forked) and (proc / "cwd").resolve() == root.resolve() \
                     and "libtorch" in (proc / "maps").read_text():
-                return int(proc.name)
+                return pid
         except (OSError, ValueError, IndexError):
             continue
     return None

@@ -180,7 +180,6 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     metrics, for the seeds `unlogged_seeds` names. A run ends FINISHED, or FAILED when it
     diverged; KILLED or FAILED if the logging itself is interrupted or fails."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
-    from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH  # metrics + params per call
     from omegaconf import OmegaConf
 
     cell = cell_dir.name
@@ -201,10 +200,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
             params = [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
             metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
                        for k, v, step in run_metrics(seed_dir, test)]
-            first = MAX_ENTITIES_PER_BATCH - len(params)  # params and metrics in one call
-            mlflow_client.log_batch(run_id, metrics[:first], params)
-            for start in range(first, len(metrics), MAX_ENTITIES_PER_BATCH):
-                mlflow_client.log_batch(run_id, metrics[start:start + MAX_ENTITIES_PER_BATCH])
+            mlflow_client.log_batch(run_id, metrics, params)  # MLflow splits it by its limits
             mlflow_client.log_inputs(run_id, [data_input])
             for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
