@@ -194,10 +194,9 @@ def repro_study(quick: bool) -> dict:
 
         wall = timed(["dvc", "repro"])
         noop = timed(["dvc", "repro"])
-        training = sum(json.loads(p.read_text())["init_seconds"]
-                       + json.loads(p.read_text())["train_seconds"]
-                       for p in copy.glob("runs/*/*/cell.json"))
-        cells = len(list(copy.glob("runs/*/*/cell.json")))
+        ran = [json.loads(p.read_text()) for p in copy.glob("runs/*/*/cell.json")]
+        training = sum(cell["init_seconds"] + cell["train_seconds"] for cell in ran)
+        cells = len(ran)
         rss_kb = subprocess.run(
             [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
             check=True, capture_output=True, text=True).stdout.split()[-1]
