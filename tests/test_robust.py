@@ -1,7 +1,8 @@
 """Nothing lost: a real `dvc repro` interrupted by a signal, or killed, completes on the next
 run with a correct report and no MLflow run left RUNNING; queued experiments run in parallel
-all land in the project's one store; an unreachable tracking server fails fast. (A logging
-interrupted inside `evaluate` is covered in test_train: the next evaluate replaces it.)"""
+all land in the project's one store; an unreachable tracking server fails fast; a killed
+`evaluate` leaves no logging worker behind. (A logging interrupted inside `evaluate` is covered
+in test_train: the next evaluate replaces it.)"""
 
 from __future__ import annotations
 
@@ -130,6 +131,46 @@ def test_killed_training_leaves_nothing_and_repro_completes(project):
     assert process.returncode != 0
     run(["dvc", "repro"], project)
     assert_complete(project)
+
+
+def logging_workers(root) -> list[int]:
+    """The pids of `evaluate`'s logging workers (spawned by multiprocessing) working in
+    `root` that have loaded sqlite: logging, or about to."""
+    found = []
+    for pid, args in processes():
+        proc = Path(f"/proc/{pid}")
+        try:
+            if any(b"spawn_main" in arg for arg in args) \
+                    and (proc / "cwd").resolve() == root.resolve() \
+                    and "_sqlite3" in (proc / "maps").read_text():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(project, tmp_path):
+    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    evaluate = [sys.executable, "-m", "initlab.evaluate"]
+    process = subprocess.Popen(evaluate, cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not logging_workers(project):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.05)
+    process.kill()
+    process.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while logging_workers(project):
+        assert time.monotonic() < deadline, "a logging worker outlived its evaluate"
+        time.sleep(0.2)
+    logged = {status: len(runs) for status, runs in runs_by_status(tmp_path).items()}
+    # The workers stopped with it (a worker left alone logs every cell queued to it).
+    assert logged.get("FINISHED", 0) + logged.get("FAILED", 0) < 4, logged
+    run(evaluate, project, env=env)
+    statuses = runs_by_status(tmp_path)
+    assert sum(len(v) for v in statuses.values()) == 4  # 2 cells x 2 seeds; a KILLED run is
+    assert set(statuses) <= {"FINISHED", "FAILED"}     # deleted and its seed logged again
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(project):

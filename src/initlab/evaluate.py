@@ -4,13 +4,21 @@ Reads the cells that params.yaml's study lists, loads each seed's checkpoint wit
 `torch.load(..., weights_only=True)`, writes reports/results.csv (one row per run) and logs
 every run to MLflow (`initlab.tracking.log_cell`: its config, curves, layer statistics, test
 metrics and learning-curve PNG). The report is built from this file, not from MLflow.
+
+MLflow's SQLAlchemy store and matplotlib cost several times what the measuring does, in pure
+Python, so worker processes log while this one measures (`log_in_workers`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import multiprocessing
+import os
+import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,9 +29,11 @@ from initlab.config import ConfigError, load_config, reported_errors, study_cell
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path
 from initlab.models import build_model
-from initlab.train import CELL_JSON, evaluate
+from initlab.train import CELL_JSON, evaluate, sigterm_as_exit
 
 RESULTS_CSV = Path("reports") / "results.csv"
+LOGGING_WORKERS = 4  # at most: the sqlite store takes one writer at a time
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def cell_dirs(cfg) -> list[tuple[str, Path]]:
@@ -63,12 +73,67 @@ def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_t
     return rows
 
 
+def _logging_worker(parent_pid: int, study: str, exp_id: str, parent_id: str, tasks) -> None:
+    """Log each cell that `tasks` (a queue) hands out, until it hands out None: its unlogged
+    seeds (`tracking.log_cell`) with its learning-curve PNG. The worker ends with the evaluate
+    that started it (SIGTERM when its parent dies: Linux PR_SET_PDEATHSIG); SIGINT is left to
+    the parent; a SIGTERM ends the run being logged KILLED."""
+    from initlab import tracking
+    from initlab.report.figures import run_curves
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, sigterm_as_exit)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        raise SystemExit(128 + signal.SIGTERM)
+    mlflow_client = tracking.client()
+    with tempfile.TemporaryDirectory() as scratch:
+        curve = Path(scratch) / "learning_curve.png"
+        for cell_dir, ran, seeds, tests in iter(tasks.get, None):
+            run_curves(cell_dir, seeds, curve)
+            tracking.log_cell(mlflow_client, exp_id, parent_id, study, cell_dir, ran, tests,
+                              [curve])
+
+
+def log_in_workers(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
+    """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) that
+    `cells` yields, in up to LOGGING_WORKERS processes (one per core) started at the first:
+    while they log, `cells` goes on measuring. A failed or killed worker, or an interrupt,
+    terminates the others (their current run ends KILLED) and raises."""
+    context = multiprocessing.get_context("spawn")
+    tasks = context.Queue()
+    workers = [context.Process(target=_logging_worker, name=f"initlab-logging-{i}",
+                               args=(os.getpid(), study, exp_id, parent_id, tasks))
+               for i in range(min(LOGGING_WORKERS, len(os.sched_getaffinity(0))))]
+    try:
+        for cell in cells:
+            if workers[0].pid is None:
+                for worker in workers:
+                    worker.start()
+            tasks.put(cell)
+        started = [worker for worker in workers if worker.pid is not None]
+        for _ in started:
+            tasks.put(None)
+        for worker in started:
+            worker.join()
+            if worker.exitcode:
+                raise RuntimeError(f"{worker.name} exited with status {worker.exitcode}")
+    finally:
+        tasks.cancel_join_thread()  # never wait on a queue that nobody reads
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+
+
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
         from initlab import tracking
-        from initlab.report.figures import run_curves
 
+        # One thread measures: the logging workers take the cores, and OpenMP threads that
+        # wait for a core spin on it (README, "Parallel experiments").
+        torch.set_num_threads(1)
         tracking.check_reachable(tracking.tracking_uri())
         cells = cell_dirs(cfg)
         x_test, y_test = load_split("test")
@@ -76,20 +141,20 @@ def main() -> None:
         exp_id = tracking.experiment_id(mlflow_client, cfg.study.name)
         parent_id = tracking.study_run(mlflow_client, exp_id, cfg.study.name)
         rows = []
-        with tempfile.TemporaryDirectory() as scratch:
-            curve = Path(scratch) / "learning_curve.png"
+
+        def unlogged_cells():
             for sweep, cell_dir in cells:
                 ran = json.loads((cell_dir / CELL_JSON).read_text())
                 cell_rows = evaluate_cell(cfg.study.name, sweep, cell_dir, ran, x_test, y_test)
-                rows += cell_rows
+                rows.extend(cell_rows)
                 seeds = [row["seed"] for row in cell_rows]
                 todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
-                if not todo:
-                    continue
-                run_curves(cell_dir, seeds, curve)
-                tracking.log_cell(mlflow_client, exp_id, parent_id, cfg.study.name, cell_dir, ran, {
-                    row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
-                    for row in cell_rows if row["seed"] in todo}, [curve])
+                if todo:
+                    yield cell_dir, ran, seeds, {
+                        row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
+                        for row in cell_rows if row["seed"] in todo}
+
+        log_in_workers(cfg.study.name, exp_id, parent_id, unlogged_cells())
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")

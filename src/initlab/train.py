@@ -196,7 +196,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _sigterm_as_exit(signum, frame):
+def sigterm_as_exit(signum, frame):
+    """A SIGTERM handler: exit as for Ctrl-C, running every `finally` on the way (outputs
+    complete or absent, an MLflow run ended KILLED)."""
     raise SystemExit(128 + signum)
 
 
@@ -235,7 +237,7 @@ def train_cell(cfg) -> Path:
                "source": json.dumps({"uri": prepared_dir().as_uri()}),
                "profile": json.dumps({"train_examples": len(train[1])})}
 
-    signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    signal.signal(signal.SIGTERM, sigterm_as_exit)
     progress = Progress(cell, seeds, cfg.train.epochs)
     started_ms, started = int(time.time() * 1000), time.perf_counter()
     result = fit(model, optimizer, train, val, probe, cfg.train,
