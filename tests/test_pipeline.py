@@ -22,7 +22,7 @@ def study(small_study):
 
 
 def trained_cells(repro_output: str) -> set[str]:
-    return set(re.findall(r"Running stage 'train@([\w-]+)'", repro_output))
+    return set(re.findall(r"Running stage 'sweeps/grid/dvc.yaml:train@([\w-]+)'", repro_output))
 
 
 def mlflow_runs(root):
@@ -86,7 +86,7 @@ def test_mlflow_store_at_root_holds_exactly_the_runs(study):
         assert r.data.params["optimizer.name"] == "sgd"
         assert r.data.tags["study"] == "small"
         if grid:
-            assert r.data.tags["dvc_stage"] == f"train@{r.data.tags['cell']}"
+            assert r.data.tags["dvc_stage"] == f"sweeps/grid/dvc.yaml:train@{r.data.tags['cell']}"
         assert 0 <= r.data.metrics["test_accuracy"] <= 1
         assert "layer0/grad_norm" in r.data.metrics
         assert [d.dataset.name for d in r.inputs.dataset_inputs] == ["mnist_subset"]
@@ -105,7 +105,7 @@ def test_adding_an_init_trains_only_the_new_cells(study):
     update_params(root, study={**SMALL_STUDY["study"], "inits": ["zero", "he", "xavier"]})
     again = run(["dvc", "repro"], root)
     assert trained_cells(again.stdout) == {"tanh-xavier", "relu-xavier"}
-    assert "Running stage 'train_depth" not in again.stdout
+    assert "Running stage 'sweeps/depth" not in again.stdout
     assert len(pd.read_csv(root / "reports/results.csv")) == 16
     assert len(mlflow_runs(root)[1]) == 16
 

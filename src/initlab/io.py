@@ -48,7 +48,7 @@ def sha256(path: Path) -> str:
 
 
 # The study's outputs: a copy of the project starts without them.
-GENERATED = ("reports/", "dvc.lock")
+GENERATED = ("reports/",)  # and every dvc.lock
 
 
 def copy_project(source: Path, target: Path) -> Path:
@@ -57,7 +57,8 @@ def copy_project(source: Path, target: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=source, capture_output=True, text=True,
                            check=True).stdout.split()
     for name in files:
-        if name.startswith(GENERATED) or not (source / name).exists():
+        if name.startswith(GENERATED) or name.endswith("dvc.lock") \
+                or not (source / name).exists():
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, target / name)
