@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -60,10 +61,12 @@ def main() -> None:
     with reported_errors():
         overrides = sys.argv[1:]
         cells = study_cells(load_config(overrides))
-        code = training_code_digest()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(training_code_digest)  # a subprocess, beside the composing
+            configs = [cell_config(load_config([*overrides, *cell.overrides])) for cell in cells]
+        code = digest.result()
         with atomic_path(workspace_root() / CELL_CONFIGS) as tmp:
-            for cell in cells:
-                composed = cell_config(load_config([*overrides, *cell.overrides]))
+            for cell, composed in zip(cells, configs):
                 composed.code = code
                 path = tmp / Path(cell.config_path).relative_to(CELL_CONFIGS)
                 path.parent.mkdir(parents=True, exist_ok=True)
