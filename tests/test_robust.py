@@ -149,15 +149,27 @@ def logging_workers(root) -> list[int]:
     return found
 
 
-def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(project, tmp_path):
-    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    evaluate = [sys.executable, "-m", "initlab.evaluate"]
-    process = subprocess.Popen(evaluate, cwd=project, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+def evaluate_until_it_logs(root, env) -> tuple[subprocess.Popen, list[int]]:
+    """A started `evaluate` in `root`, once its logging workers are at work; and their pids."""
+    process = subprocess.Popen([sys.executable, "-m", "initlab.evaluate"], cwd=root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while not logging_workers(project):
+    while not (workers := logging_workers(root)):
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
         time.sleep(0.05)
+    return process, workers
+
+
+def assert_next_evaluate_logs_every_run(root, env, store) -> None:
+    run([sys.executable, "-m", "initlab.evaluate"], root, env=env)
+    statuses = runs_by_status(store)
+    assert sum(len(v) for v in statuses.values()) == 4  # 2 cells x 2 seeds; a KILLED run is
+    assert set(statuses) <= {"FINISHED", "FAILED"}     # deleted and its seed logged again
+
+
+def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(project, tmp_path):
+    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    process, _ = evaluate_until_it_logs(project, env)
     process.kill()
     process.communicate(timeout=30)
     deadline = time.monotonic() + 30
@@ -167,10 +179,19 @@ def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(pr
     logged = {status: len(runs) for status, runs in runs_by_status(tmp_path).items()}
     # The workers stopped with it (a worker left alone logs every cell queued to it).
     assert logged.get("FINISHED", 0) + logged.get("FAILED", 0) < 4, logged
-    run(evaluate, project, env=env)
-    statuses = runs_by_status(tmp_path)
-    assert sum(len(v) for v in statuses.values()) == 4  # 2 cells x 2 seeds; a KILLED run is
-    assert set(statuses) <= {"FINISHED", "FAILED"}     # deleted and its seed logged again
+    assert_next_evaluate_logs_every_run(project, env, tmp_path)
+
+
+def test_a_killed_logging_worker_fails_evaluate_and_the_next_logs_every_run(project,
+                                                                           tmp_path):
+    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    process, workers = evaluate_until_it_logs(project, env)
+    os.kill(workers[0], signal.SIGKILL)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0 and "exited with status -9" in output, output
+    assert not logging_workers(project)  # the others ended with it
+    assert not list((project / "reports").glob(".*tmp*"))
+    assert_next_evaluate_logs_every_run(project, env, tmp_path)
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(project):

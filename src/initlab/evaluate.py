@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -111,13 +112,15 @@ def log_in_workers(study: str, exp_id: str, parent_id: str, cells: Iterator[tupl
                 for worker in workers:
                     worker.start()
             tasks.put(cell)
-        started = [worker for worker in workers if worker.pid is not None]
-        for _ in started:
+        running = {worker.sentinel: worker for worker in workers if worker.pid is not None}
+        for _ in running:
             tasks.put(None)
-        for worker in started:
-            worker.join()
-            if worker.exitcode:
-                raise RuntimeError(f"{worker.name} exited with status {worker.exitcode}")
+        while running:  # in the order they end, so that a failure stops the others at once
+            for ended in multiprocessing.connection.wait(list(running)):
+                worker = running.pop(ended)
+                worker.join()
+                if worker.exitcode:
+                    raise RuntimeError(f"{worker.name} exited with status {worker.exitcode}")
     finally:
         tasks.cancel_join_thread()  # never wait on a queue that nobody reads
         for worker in workers:

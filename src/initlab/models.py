@@ -12,6 +12,7 @@ another order than the same convolution alone).
 from __future__ import annotations
 
 import math
+from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,8 @@ class SeedBatchedNet(nn.Module):
             x = _seed_major(x, seeds)
         x = x.flatten(2)
         last = len(self.weights) - 1
-        for hidden, (w, b) in enumerate(zip(self.weights[layer:], self.biases[layer:])):
+        # islice, not a slice: slicing a ParameterList builds a new module on every call
+        for hidden, (w, b) in enumerate(islice(zip(self.weights, self.biases), layer, None)):
             z = torch.baddbmm(b, x, w)
             x = z
             if layer < last:
