@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ import pytest
 import yaml
 
 import initlab.io
+
+# The tests send Ctrl-C's SIGINT to the processes they start, which inherit its disposition:
+# when the suite itself starts with SIGINT ignored (a shell's background job, `make test &`),
+# they would ignore it too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
