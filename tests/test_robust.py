@@ -167,8 +167,14 @@ def assert_next_evaluate_logs_every_run(root, env, store) -> None:
     assert set(statuses) <= {"FINISHED", "FAILED"}     # deleted and its seed logged again
 
 
+def logging_env(root, store: Path, workers: str = "2") -> dict[str, str]:
+    """A fresh store, and logging workers from the first cell (by default, 20 cells first)."""
+    return {**project_env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+            "INITLAB_LOGGING_WORKERS": workers}
+
+
 def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(project, tmp_path):
-    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = logging_env(project, tmp_path)
     process, _ = evaluate_until_it_logs(project, env)
     process.kill()
     process.communicate(timeout=30)
@@ -184,7 +190,7 @@ def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(pr
 
 def test_a_killed_logging_worker_fails_evaluate_and_the_next_logs_every_run(project,
                                                                            tmp_path):
-    env = {**project_env(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = logging_env(project, tmp_path)
     process, workers = evaluate_until_it_logs(project, env)
     os.kill(workers[0], signal.SIGKILL)
     output = process.communicate(timeout=60)[0]
@@ -192,6 +198,13 @@ def test_a_killed_logging_worker_fails_evaluate_and_the_next_logs_every_run(proj
     assert not logging_workers(project)  # the others ended with it
     assert not list((project / "reports").glob(".*tmp*"))
     assert_next_evaluate_logs_every_run(project, env, tmp_path)
+
+
+def test_a_bad_logging_workers_value_fails_with_one_message(project, tmp_path):
+    result = run([sys.executable, "-m", "initlab.evaluate"], project, check=False,
+                 env=logging_env(project, tmp_path, workers="two"))
+    assert result.returncode == 2
+    assert "INITLAB_LOGGING_WORKERS='two' is not allowed" in result.stderr, result.stderr
 
 
 def test_queued_experiments_run_in_parallel_into_one_store(project):

@@ -6,20 +6,21 @@ every run to MLflow (`initlab.tracking.log_cell`: its config, curves, layer stat
 metrics and learning-curve PNG). The report is built from this file, not from MLflow.
 
 MLflow's SQLAlchemy store and matplotlib cost several times what the measuring does, in pure
-Python, so worker processes log while this one measures (`log_in_workers`).
+Python, so worker processes log while this one measures (`log_runs`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,6 @@ from initlab.models import build_model
 from initlab.train import CELL_JSON, evaluate, sigterm_as_exit
 
 RESULTS_CSV = Path("reports") / "results.csv"
-LOGGING_WORKERS = 4  # at most: the sqlite store takes one writer at a time
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -74,44 +74,70 @@ def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_t
     return rows
 
 
-def _logging_worker(parent_pid: int, study: str, exp_id: str, parent_id: str, tasks) -> None:
-    """Log each cell that `tasks` (a queue) hands out, until it hands out None: its unlogged
-    seeds (`tracking.log_cell`) with its learning-curve PNG. The worker ends with the evaluate
-    that started it (SIGTERM when its parent dies: Linux PR_SET_PDEATHSIG); SIGINT is left to
-    the parent; a SIGTERM ends the run being logged KILLED."""
+def log_cells(study: str, exp_id: str, parent_id: str, cells: Iterable[tuple]) -> None:
+    """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) of
+    `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG."""
     from initlab import tracking
     from initlab.report.figures import run_curves
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, sigterm_as_exit)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before prctl
-        raise SystemExit(128 + signal.SIGTERM)
     mlflow_client = tracking.client()
     with tempfile.TemporaryDirectory() as scratch:
         curve = Path(scratch) / "learning_curve.png"
-        for cell_dir, ran, seeds, tests in iter(tasks.get, None):
+        for cell_dir, ran, seeds, tests in cells:
             run_curves(cell_dir, seeds, curve)
             tracking.log_cell(mlflow_client, exp_id, parent_id, study, cell_dir, ran, tests,
                               [curve])
 
 
-def log_in_workers(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
-    """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) that
-    `cells` yields, in up to LOGGING_WORKERS processes (one per core) started at the first:
-    while they log, `cells` goes on measuring. A failed or killed worker, or an interrupt,
-    terminates the others (their current run ends KILLED) and raises."""
+def _logging_worker(parent_pid: int, study: str, exp_id: str, parent_id: str, tasks) -> None:
+    """`log_cells` of what `tasks` (a queue) hands out until it hands out None, in a worker
+    that ends with the evaluate that started it (SIGTERM when its parent dies: Linux
+    PR_SET_PDEATHSIG); SIGINT is left to the parent; a SIGTERM ends the run being logged
+    KILLED."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, sigterm_as_exit)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        raise SystemExit(128 + signal.SIGTERM)
+    log_cells(study, exp_id, parent_id, iter(tasks.get, None))
+
+
+def logging_workers() -> tuple[int, int]:
+    """(workers, cells to log before they start): INITLAB_LOGGING_WORKERS=N, N workers from
+    the first cell (0: log in this process); unset, one per core (at most 4: the sqlite store
+    takes one writer at a time) from the 20th cell, about where starting them (their imports,
+    ~5 s) pays off; fewer cells are logged in this process."""
+    workers = os.environ.get("INITLAB_LOGGING_WORKERS", "")
+    if not workers:
+        return min(4, len(os.sched_getaffinity(0))), 20
+    if not workers.isdigit():
+        raise ConfigError(f"INITLAB_LOGGING_WORKERS={workers!r} is not allowed: a number of "
+                          "worker processes, 0 to log in the evaluate process itself")
+    return int(workers), 1 if int(workers) else math.inf
+
+
+def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
+    """`log_cells` of what `cells` yields: in worker processes (`logging_workers`) once enough
+    cells need logging, while `cells` goes on measuring. A failed or killed worker, or an
+    interrupt, terminates the others (their current run ends KILLED) and raises."""
+    count, start_at = logging_workers()
     context = multiprocessing.get_context("spawn")
     tasks = context.Queue()
     workers = [context.Process(target=_logging_worker, name=f"initlab-logging-{i}",
                                args=(os.getpid(), study, exp_id, parent_id, tasks))
-               for i in range(min(LOGGING_WORKERS, len(os.sched_getaffinity(0))))]
+               for i in range(count)]
+    waiting = []
     try:
         for cell in cells:
-            if workers[0].pid is None:
+            waiting.append(cell)
+            if len(waiting) >= start_at and workers[0].pid is None:
                 for worker in workers:
                     worker.start()
-            tasks.put(cell)
+            if workers and workers[0].pid is not None:
+                for ready in waiting:
+                    tasks.put(ready)
+                waiting = []
+        log_cells(study, exp_id, parent_id, waiting)  # too few for workers
         running = {worker.sentinel: worker for worker in workers if worker.pid is not None}
         for _ in running:
             tasks.put(None)
@@ -157,7 +183,7 @@ def main() -> None:
                         row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
                         for row in cell_rows if row["seed"] in todo}
 
-        log_in_workers(cfg.study.name, exp_id, parent_id, unlogged_cells())
+        log_runs(cfg.study.name, exp_id, parent_id, unlogged_cells())
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")
