@@ -160,21 +160,25 @@ def evaluate_until_it_logs(root, env) -> tuple[subprocess.Popen, list[int]]:
     return process, workers
 
 
-def assert_next_evaluate_logs_every_run(root, env, store) -> None:
-    run([sys.executable, "-m", "initlab.evaluate"], root, env=env)
-    statuses = runs_by_status(store)
-    assert sum(len(v) for v in statuses.values()) == 4  # 2 cells x 2 seeds; a KILLED run is
-    assert set(statuses) <= {"FINISHED", "FAILED"}     # deleted and its seed logged again
-
-
 def logging_env(root, store: Path, workers: str = "2") -> dict[str, str]:
     """A fresh store, and logging workers from the first cell (by default, 20 cells first)."""
     return {**project_env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
             "INITLAB_LOGGING_WORKERS": workers}
 
 
-def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(project, tmp_path):
+def test_a_killed_evaluate_or_logging_worker_leaves_no_worker_and_nothing_lost(project,
+                                                                               tmp_path):
     env = logging_env(project, tmp_path)
+    # A worker killed: the stage fails at once, naming it; the other worker ends with it.
+    process, workers = evaluate_until_it_logs(project, env)
+    os.kill(workers[0], signal.SIGKILL)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0 and "exited with status -9" in output, output
+    assert not logging_workers(project)
+    assert not list((project / "reports").glob(".*tmp*"))
+    # The stage killed: its workers end with it (a worker left alone would log every cell
+    # queued to it).
+    finished_before = len(runs_by_status(tmp_path).get("FINISHED", []))
     process, _ = evaluate_until_it_logs(project, env)
     process.kill()
     process.communicate(timeout=30)
@@ -183,21 +187,12 @@ def test_killed_evaluate_leaves_no_logging_worker_and_the_next_logs_every_run(pr
         assert time.monotonic() < deadline, "a logging worker outlived its evaluate"
         time.sleep(0.2)
     logged = {status: len(runs) for status, runs in runs_by_status(tmp_path).items()}
-    # The workers stopped with it (a worker left alone logs every cell queued to it).
-    assert logged.get("FINISHED", 0) + logged.get("FAILED", 0) < 4, logged
-    assert_next_evaluate_logs_every_run(project, env, tmp_path)
-
-
-def test_a_killed_logging_worker_fails_evaluate_and_the_next_logs_every_run(project,
-                                                                           tmp_path):
-    env = logging_env(project, tmp_path)
-    process, workers = evaluate_until_it_logs(project, env)
-    os.kill(workers[0], signal.SIGKILL)
-    output = process.communicate(timeout=60)[0]
-    assert process.returncode != 0 and "exited with status -9" in output, output
-    assert not logging_workers(project)  # the others ended with it
-    assert not list((project / "reports").glob(".*tmp*"))
-    assert_next_evaluate_logs_every_run(project, env, tmp_path)
+    assert logged.get("FINISHED", 0) + logged.get("FAILED", 0) < 4, (finished_before, logged)
+    # The next evaluate deletes every incomplete run and logs its seed again.
+    run([sys.executable, "-m", "initlab.evaluate"], project, env=env)
+    statuses = runs_by_status(tmp_path)
+    assert sum(len(v) for v in statuses.values()) == 4  # 2 cells x 2 seeds
+    assert set(statuses) <= {"FINISHED", "FAILED"}
 
 
 def test_a_bad_logging_workers_value_fails_with_one_message(project, tmp_path):
