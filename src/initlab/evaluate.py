@@ -102,7 +102,7 @@ def _logging_worker(parent_pid: int, study: str, exp_id: str, parent_id: str, ta
     log_cells(study, exp_id, parent_id, iter(tasks.get, None))
 
 
-def logging_workers() -> tuple[int, int]:
+def logging_workers() -> tuple[int, float]:
     """(workers, cells to log before they start): INITLAB_LOGGING_WORKERS=N, N workers from
     the first cell (0: log in this process); unset, one per core (at most 4: the sqlite store
     takes one writer at a time) from the 20th cell, about where starting them (their imports,
@@ -137,7 +137,8 @@ def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) ->
                 for ready in waiting:
                     tasks.put(ready)
                 waiting = []
-        log_cells(study, exp_id, parent_id, waiting)  # too few for workers
+        if waiting:  # too few for workers
+            log_cells(study, exp_id, parent_id, waiting)
         running = {worker.sentinel: worker for worker in workers if worker.pid is not None}
         for _ in running:
             tasks.put(None)
