@@ -43,18 +43,22 @@ def runs_by_status(root, experiment="initlab-robust") -> dict[str, list]:
     return by_status
 
 
+def works_in(pid: int, root: Path, library: str) -> bool:
+    """Whether process `pid` works in `root` (its cwd) and has loaded `library`."""
+    proc = Path(f"/proc/{pid}")
+    return (proc / "cwd").resolve() == root.resolve() and library in (proc / "maps").read_text()
+
+
 def training_pid(root) -> int | None:
     """The pid of a trainer working in `root` that has loaded torch (so it is in, or about to
     be in, its epochs), or None: an `initlab.train` process or a child of the fork server
     (`initlab.forkserver --serve`, whose children carry its command line)."""
     commands = dict(processes())
     for pid, args in commands.items():
-        proc = Path(f"/proc/{pid}")
         try:
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
             forked = b"--serve" in args and b"--serve" in commands.get(parent, [])
-            if (b"initlab.train" in args or forked) and (proc / "cwd").resolve() == root.resolve() \
-                    and "libtorch" in (proc / "maps").read_text():
+            if (b"initlab.train" in args or forked) and works_in(pid, root, "libtorch"):
                 return pid
         except (OSError, ValueError, IndexError):
             continue
@@ -138,11 +142,8 @@ def logging_workers(root) -> list[int]:
     `root` that have loaded sqlite: logging, or about to."""
     found = []
     for pid, args in processes():
-        proc = Path(f"/proc/{pid}")
         try:
-            if any(b"spawn_main" in arg for arg in args) \
-                    and (proc / "cwd").resolve() == root.resolve() \
-                    and "_sqlite3" in (proc / "maps").read_text():
+            if any(b"spawn_main" in arg for arg in args) and works_in(pid, root, "_sqlite3"):
                 found.append(pid)
         except OSError:
             continue

@@ -126,20 +126,21 @@ def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) ->
     workers = [context.Process(target=_logging_worker, name=f"initlab-logging-{i}",
                                args=(os.getpid(), study, exp_id, parent_id, tasks))
                for i in range(count)]
-    waiting = []
+    waiting, started = [], False
     try:
         for cell in cells:
             waiting.append(cell)
-            if len(waiting) >= start_at and workers[0].pid is None:
+            if not started and len(waiting) >= start_at:
                 for worker in workers:
                     worker.start()
-            if workers and workers[0].pid is not None:
+                started = True
+            if started:
                 for ready in waiting:
                     tasks.put(ready)
                 waiting = []
         if waiting:  # too few for workers
             log_cells(study, exp_id, parent_id, waiting)
-        running = {worker.sentinel: worker for worker in workers if worker.pid is not None}
+        running = {worker.sentinel: worker for worker in workers} if started else {}
         for _ in running:
             tasks.put(None)
         while running:  # in the order they end, so that a failure stops the others at once
