@@ -47,8 +47,10 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# The study's outputs: a copy of the project starts without them.
-GENERATED = ("reports/",)  # and every dvc.lock
+def is_study_output(name: str) -> bool:
+    """A tracked file that the study writes (reports/, every dvc.lock): a copy of the project
+    starts without them."""
+    return name.startswith("reports/") or name.endswith("dvc.lock")
 
 
 def copy_project(source: Path, target: Path) -> Path:
@@ -57,8 +59,7 @@ def copy_project(source: Path, target: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=source, capture_output=True, text=True,
                            check=True).stdout.split()
     for name in files:
-        if name.startswith(GENERATED) or name.endswith("dvc.lock") \
-                or not (source / name).exists():
+        if is_study_output(name) or not (source / name).exists():
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, target / name)
