@@ -156,7 +156,9 @@ def evaluate_until_it_logs(root, env) -> tuple[subprocess.Popen, list[int]]:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not (workers := logging_workers(root)):
-        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()  # so that its output ends
+            pytest.fail(f"evaluate started no logging worker: {process.communicate()[0]}")
         time.sleep(0.05)
     return process, workers
 
