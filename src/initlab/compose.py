@@ -58,6 +58,8 @@ def code_digest(files: list[str]) -> str:
 
 
 def compose_cell(overrides: list[str]):
+    """A cell's config: the study's config composed with the cell's overrides, cut to what the
+    cell depends on (`initlab.config.cell_config`)."""
     return cell_config(load_config(overrides))
 
 
@@ -66,8 +68,9 @@ def main() -> None:
         overrides = sys.argv[1:]
         cells = study_cells(load_config(overrides))
         # Hydra composes a config in ~0.2 s of pure Python: the processes of a pool, one per
-        # core and forked from this one (nothing has run in torch here), compose the cells,
-        # one of them first running the digest (mostly a subprocess's imports).
+        # core, compose the cells, one of them first running the digest (mostly a fresh
+        # interpreter's imports). Forked, as in the fork server: torch is imported here (the
+        # config's registries) but has run no op.
         with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
             digest = pool.apply_async(training_code_digest)
             configs = pool.map(compose_cell, [[*overrides, *cell.overrides] for cell in cells])
