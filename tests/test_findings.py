@@ -189,3 +189,31 @@ def test_no_verdict_is_a_literal_in_the_report_code():
         source = path.read_text()
         for word in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE):
             assert not re.search(rf"[\"']{word}[\"']", source), (path.name, word)
+
+
+def _history(cell: Path, seed: int, losses: list[float]) -> None:
+    (cell / f"seed_{seed}").mkdir(parents=True)
+    pd.DataFrame({"epoch": range(len(losses)), "train_loss": losses,
+                  "val_accuracy": np.linspace(0.1, 0.9, len(losses))}).to_csv(
+        cell / f"seed_{seed}" / "history.csv", index=False)
+
+
+def test_a_cells_curves_on_the_kept_figure_equal_those_on_a_new_one(tmp_path):
+    import matplotlib.image
+
+    from initlab.report.figures import RunCurves
+
+    wide, narrow = tmp_path / "wide", tmp_path / "narrow"  # 3 decades; less than one
+    for seed in (0, 1):
+        _history(wide, seed, [2.3, 0.5, 0.01 * (seed + 1)])
+        _history(narrow, seed, [2.303, 2.31 + 0.001 * seed, 2.305])
+    kept = RunCurves()
+    kept.draw(wide, [0, 1], tmp_path / "wide.png")
+    kept.draw(narrow, [0, 1], tmp_path / "kept.png")
+    low, high = kept.loss.get_ylim()
+    assert 2.29 < low < 2.303 and 2.311 < high < 2.32  # the narrow cell's, not the wide one's
+    RunCurves().draw(narrow, [0, 1], tmp_path / "new.png")
+    kept_pixels, new_pixels = (matplotlib.image.imread(tmp_path / f"{name}.png")
+                               for name in ("kept", "new"))
+    assert np.array_equal(kept_pixels, new_pixels)
+    assert not np.array_equal(kept_pixels, matplotlib.image.imread(tmp_path / "wide.png"))

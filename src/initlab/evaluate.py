@@ -80,13 +80,13 @@ def log_cells(study: str, exp_id: str, parent_id: str, cells: Iterable[tuple]) -
     """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) of
     `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG."""
     from initlab import tracking
-    from initlab.report.figures import run_curves
+    from initlab.report.figures import RunCurves
 
-    mlflow_client = tracking.client()
+    mlflow_client, curves = tracking.client(), RunCurves()
     with tempfile.TemporaryDirectory() as scratch:
         curve = Path(scratch) / "learning_curve.png"
         for cell_dir, ran, seeds, tests in cells:
-            run_curves(cell_dir, seeds, curve)
+            curves.draw(cell_dir, seeds, curve)
             tracking.log_cell(mlflow_client, exp_id, parent_id, study, cell_dir, ran, tests,
                               [curve])
 
