@@ -17,7 +17,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 import pytest
 import yaml
 
-import initlab.io
+import initlab.bench
 
 # The tests send Ctrl-C's SIGINT to the processes they start, which inherit its disposition:
 # when the suite itself starts with SIGINT ignored (a shell's background job, `make test &`),
@@ -40,7 +40,7 @@ def processes():
 
 def copy_project(target: Path) -> Path:
     """The project's tracked files (not the study's outputs), as a fresh git repo."""
-    return initlab.io.copy_project(REPO, target)
+    return initlab.bench.copy_project(REPO, target)
 
 
 def update_params(root: Path, **sections) -> None:

@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ import yaml
 from initlab.config import load_config, workspace_root
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
-from initlab.io import atomic_path, copy_project, write_json
+from initlab.io import atomic_path, write_json
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
 from initlab.train import fit, initialize, seed_generator
@@ -57,6 +58,29 @@ ROUNDS = 3
 QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
                "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
                "train": {"epochs": 2}}
+
+
+def is_study_output(name: str) -> bool:
+    """A tracked file that the study writes (reports/, every dvc.lock): a copy of the project
+    starts without them."""
+    return name.startswith("reports/") or name.endswith("dvc.lock")
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """The git-tracked files of `source` minus the study's outputs, as a fresh git repo at
+    `target` (DVC needs one): a throwaway project for tests and the benchmark. Here, not in
+    initlab.io: io is training code, in every cell's digest, so an edit there retrains all."""
+    files = subprocess.run(["git", "ls-files"], cwd=source, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        if is_study_output(name) or not (source / name).exists():
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+    git = ["git", "-c", "user.name=initlab", "-c", "user.email=initlab@localhost"]
+    for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=target, check=True)
+    return target
 
 
 def layer_shapes(cfg) -> list[tuple[int, int]]:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,25 +51,3 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def is_study_output(name: str) -> bool:
-    """A tracked file that the study writes (reports/, every dvc.lock): a copy of the project
-    starts without them."""
-    return name.startswith("reports/") or name.endswith("dvc.lock")
-
-
-def copy_project(source: Path, target: Path) -> Path:
-    """The git-tracked files of `source` minus the study's outputs, as a fresh git repo at
-    `target` (DVC needs one): a throwaway project for tests and the benchmark."""
-    files = subprocess.run(["git", "ls-files"], cwd=source, capture_output=True, text=True,
-                           check=True).stdout.split()
-    for name in files:
-        if is_study_output(name) or not (source / name).exists():
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / name, target / name)
-    git = ["git", "-c", "user.name=initlab", "-c", "user.email=initlab@localhost"]
-    for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=target, check=True)
-    return target
