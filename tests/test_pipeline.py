@@ -68,6 +68,20 @@ def test_report_table_has_every_cell(study):
     assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d", c) for c in rows["he"].split(" | "))
 
 
+def test_report_reads_every_runs_rows_under_its_keys(study, monkeypatch):
+    """The report parses the runs' CSVs as one: the same rows as each file read alone."""
+    from initlab.report.__main__ import per_run
+
+    root, _ = study
+    monkeypatch.chdir(root)
+    results = pd.read_csv(root / "reports/results.csv")
+    for name in ("history.csv", "layers.csv"):
+        alone = pd.concat([pd.read_csv(root / r.run_dir / f"seed_{r.seed}" / name).assign(
+            sweep=r.sweep, run_dir=r.run_dir, activation=r.activation, init=r.init,
+            depth=r.depth, seed=r.seed) for r in results.itertuples()], ignore_index=True)
+        pd.testing.assert_frame_equal(per_run(results, name), alone)
+
+
 def test_mlflow_store_at_root_holds_exactly_the_runs(study):
     root, _ = study
     client, runs = mlflow_runs(root)

@@ -137,13 +137,15 @@ def test_killed_training_leaves_nothing_and_repro_completes(project):
     assert_complete(project)
 
 
-def logging_workers(root) -> list[int]:
-    """The pids of `evaluate`'s logging workers (spawned by multiprocessing) working in
-    `root` that have loaded sqlite: logging, or about to."""
+def logging_workers(root, evaluate: int | None = None) -> list[int]:
+    """The pids of `evaluate`'s logging workers working in `root` that have opened the store
+    (sqlite loaded): the processes that carry an evaluate's command line (forked from it),
+    other than the `evaluate` process itself, while it runs or after it."""
     found = []
     for pid, args in processes():
         try:
-            if any(b"spawn_main" in arg for arg in args) and works_in(pid, root, "_sqlite3"):
+            if (b"initlab.evaluate" in args and pid != evaluate
+                    and works_in(pid, root, "_sqlite3")):
                 found.append(pid)
         except OSError:
             continue
@@ -151,11 +153,12 @@ def logging_workers(root) -> list[int]:
 
 
 def evaluate_until_it_logs(root, env) -> tuple[subprocess.Popen, list[int]]:
-    """A started `evaluate` in `root`, once its logging workers are at work; and their pids."""
+    """A started `evaluate` in `root`, once its logging workers have opened the store; and
+    their pids."""
     process = subprocess.Popen([sys.executable, "-m", "initlab.evaluate"], cwd=root, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while not (workers := logging_workers(root)):
+    while not (workers := logging_workers(root, process.pid)):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()  # so that its output ends
             pytest.fail(f"evaluate started no logging worker: {process.communicate()[0]}")
@@ -164,7 +167,7 @@ def evaluate_until_it_logs(root, env) -> tuple[subprocess.Popen, list[int]]:
 
 
 def logging_env(root, store: Path, workers: str = "2") -> dict[str, str]:
-    """A fresh store, and logging workers from the first cell (by default, 20 cells first)."""
+    """A fresh store, and `workers` logging workers (by default, none for under 20 cells)."""
     return {**project_env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
             "INITLAB_LOGGING_WORKERS": workers}
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 
 import pandas as pd
 import torch
+from mlflow.entities import Dataset, DatasetInput
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from initlab.config import load_config
@@ -14,7 +17,15 @@ from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
-from initlab.tracking import RUN_KEY_TAG, client, experiment_id, log_cell, study_run, unlogged_seeds
+from initlab.tracking import (
+    RUN_KEY_TAG,
+    client,
+    experiment_id,
+    log_cell,
+    log_input,
+    study_run,
+    unlogged_seeds,
+)
 from initlab.train import CELL_JSON, fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
@@ -121,6 +132,38 @@ def test_experiment_opens_in_model_training_view(in_project):
     mlflow_client = client()
     experiment = mlflow_client.get_experiment(experiment_id(mlflow_client, "tagged"))
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def _log_new_datasets_with(barrier, failures) -> None:
+    """Log ten datasets into a run of experiment "race", each new to the experiment, each at
+    the moment the other process logs it (a fork target)."""
+    mlflow_client = client()
+    run_id = mlflow_client.create_run(experiment_id(mlflow_client, "race")).info.run_id
+    for k in range(10):
+        barrier.wait()
+        try:
+            log_input(mlflow_client, run_id, DatasetInput(Dataset("subset", f"digest{k}",
+                                                                  "local", "{}"), []))
+        except MlflowException:
+            with failures.get_lock():
+                failures.value += 1
+
+
+def test_two_processes_log_a_dataset_new_to_the_experiment_at_once(in_project):
+    """MLflow inserts a dataset new to an experiment after finding it absent, so both
+    processes insert it; with one try, one of them fails in every round."""
+    context = multiprocessing.get_context("fork")  # the store is opened after the fork
+    barrier, failures = context.Barrier(2), context.Value("i", 0)
+    workers = [context.Process(target=_log_new_datasets_with, args=(barrier, failures))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures.value == 0 and [w.exitcode for w in workers] == [0, 0]
+    mlflow_client = client()
+    for run in mlflow_client.search_runs([experiment_id(mlflow_client, "race")]):
+        assert len(run.inputs.dataset_inputs) == 10
 
 
 def test_mixed_precision_is_off_by_default_and_changes_the_numbers(in_project):

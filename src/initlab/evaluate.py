@@ -6,15 +6,14 @@ every run to MLflow (`initlab.tracking.log_cell`: its config, curves, layer stat
 metrics and learning-curve PNG). The report is built from this file, not from MLflow.
 
 MLflow's SQLAlchemy store and matplotlib cost several times what the measuring does, in pure
-Python, so worker processes log while this one measures (`log_runs`). They are spawned, and so
-import this module again: torch (~2 s) is imported by the functions that measure, not here.
+Python, so worker processes log while this one measures (`logging_workers`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -22,13 +21,19 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import torch
 from omegaconf import OmegaConf
 
+from initlab import tracking
 from initlab.config import ConfigError, load_config, reported_errors, study_cells, workspace_root
+from initlab.data.prepare import load_split
 from initlab.io import atomic_path, sigterm_as_exit
+from initlab.models import build_model
+from initlab.train import CELL_JSON, evaluate
 
 RESULTS_CSV = Path("reports") / "results.csv"
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -46,11 +51,6 @@ def cell_dirs(cfg) -> list[tuple[str, Path]]:
 def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_test) -> list[dict]:
     """One row per seed of a trained cell of `study`; `ran` is its cell.json. The seeds'
     checkpoints load into one seed-batched model, measured in one pass."""
-    import torch
-
-    from initlab.models import build_model
-    from initlab.train import evaluate
-
     cfg = OmegaConf.load(cell_dir / "config.yaml")
     seeds = list(cfg.study.seeds)
     model = build_model(cfg, n_models=len(seeds))
@@ -79,7 +79,6 @@ def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_t
 def log_cells(study: str, exp_id: str, parent_id: str, cells: Iterable[tuple]) -> None:
     """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) of
     `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG."""
-    from initlab import tracking
     from initlab.report.figures import RunCurves
 
     mlflow_client, curves = tracking.client(), RunCurves()
@@ -91,66 +90,74 @@ def log_cells(study: str, exp_id: str, parent_id: str, cells: Iterable[tuple]) -
                               [curve])
 
 
-def _logging_worker(parent_pid: int, study: str, exp_id: str, parent_id: str, tasks) -> None:
+def _logging_worker(parent_pid: int, study: str, tasks) -> None:
     """`log_cells` of what `tasks` (a queue) hands out until it hands out None, in a worker
     that ends with the evaluate that started it (SIGTERM when its parent dies: Linux
     PR_SET_PDEATHSIG); SIGINT is left to the parent; a SIGTERM ends the run being logged
-    KILLED."""
+    KILLED. It imports MLflow and matplotlib and opens the store while the parent measures;
+    the parent creates the study's experiment and parent run before it hands out a cell."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, sigterm_as_exit)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl
         raise SystemExit(128 + signal.SIGTERM)
-    log_cells(study, exp_id, parent_id, iter(tasks.get, None))
+    from initlab.report import figures  # noqa: F401  (for log_cells, imported while we wait)
+
+    mlflow_client = tracking.client()
+    cells = iter(tasks.get, None)
+    first = next(cells, None)
+    if first is not None:
+        exp_id = tracking.experiment_id(mlflow_client, study)
+        log_cells(study, exp_id, tracking.study_run(mlflow_client, exp_id, study),
+                  itertools.chain([first], cells))
 
 
-def logging_workers() -> tuple[int, float]:
-    """(workers, cells to log before they start): INITLAB_LOGGING_WORKERS=N, N workers from
-    the first cell (0: log in this process); unset, one per core (at most 4: the sqlite store
-    takes one writer at a time) from the 20th cell, about where starting them (their imports,
-    ~5 s) pays off; fewer cells are logged in this process."""
+def worker_count(cells: int) -> int:
+    """INITLAB_LOGGING_WORKERS=N: N logging workers (0: log in the evaluate process); unset,
+    one per core (at most 4: the sqlite store takes one writer at a time) for a study of 20
+    cells or more, about where starting them (each imports MLflow and matplotlib, ~4 s)
+    pays off, else none."""
     workers = os.environ.get("INITLAB_LOGGING_WORKERS", "")
     if not workers:
-        return min(4, len(os.sched_getaffinity(0))), 20
+        return min(4, len(os.sched_getaffinity(0))) if cells >= 20 else 0
     if not workers.isdigit():
         raise ConfigError(f"INITLAB_LOGGING_WORKERS={workers!r} is not allowed: a number of "
                           "worker processes, 0 to log in the evaluate process itself")
-    return int(workers), 1 if int(workers) else math.inf
+    return int(workers)
 
 
-def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
-    """`log_cells` of what `cells` yields: in worker processes (`logging_workers`) once enough
-    cells need logging, while `cells` goes on measuring. A failed or killed worker, or an
-    interrupt, terminates the others (their current run ends KILLED) and raises."""
-    count, start_at = logging_workers()
-    context = multiprocessing.get_context("spawn")
+@contextmanager
+def logging_workers(study: str, count: int):
+    """Yield `log_runs(exp_id, parent_id, cells)`: `log_cells` of what the iterator `cells`
+    yields, by `count` worker processes (here, if 0) while `cells` goes on measuring. The
+    workers are forked at once, so that their start overlaps this process's: torch is
+    imported (the config's registries) but has run no op, and no MLflow store is open. A
+    failed or killed worker, or an interrupt, terminates the others (their current run ends
+    KILLED) and raises."""
+    context = multiprocessing.get_context("fork")
     tasks = context.Queue()
     workers = [context.Process(target=_logging_worker, name=f"initlab-logging-{i}",
-                               args=(os.getpid(), study, exp_id, parent_id, tasks))
-               for i in range(count)]
-    waiting, started = [], False
-    try:
+                               args=(os.getpid(), study, tasks)) for i in range(count)]
+    for worker in workers:
+        worker.start()
+
+    def log_runs(exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
+        if not workers:
+            return log_cells(study, exp_id, parent_id, cells)
         for cell in cells:
-            waiting.append(cell)
-            if not started and len(waiting) >= start_at:
-                for worker in workers:
-                    worker.start()
-                started = True
-            if started:
-                for ready in waiting:
-                    tasks.put(ready)
-                waiting = []
-        if waiting:  # too few for workers
-            log_cells(study, exp_id, parent_id, waiting)
-        running = {worker.sentinel: worker for worker in workers} if started else {}
-        for _ in running:
+            tasks.put(cell)
+        for _ in workers:
             tasks.put(None)
+        running = {worker.sentinel: worker for worker in workers}
         while running:  # in the order they end, so that a failure stops the others at once
             for ended in multiprocessing.connection.wait(list(running)):
                 worker = running.pop(ended)
                 worker.join()
                 if worker.exitcode:
                     raise RuntimeError(f"{worker.name} exited with status {worker.exitcode}")
+
+    try:
+        yield log_runs
     finally:
         tasks.cancel_join_thread()  # never wait on a queue that nobody reads
         for worker in workers:
@@ -162,36 +169,32 @@ def log_runs(study: str, exp_id: str, parent_id: str, cells: Iterator[tuple]) ->
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
-        import torch
-
-        from initlab import tracking
-        from initlab.data.prepare import load_split
-        from initlab.train import CELL_JSON
-
-        # One thread measures: the logging workers take the cores, and OpenMP threads that
-        # wait for a core spin on it (README, "Parallel experiments").
-        torch.set_num_threads(1)
         tracking.check_reachable(tracking.tracking_uri())
         cells = cell_dirs(cfg)
-        x_test, y_test = load_split("test")
-        mlflow_client = tracking.client()
-        exp_id = tracking.experiment_id(mlflow_client, cfg.study.name)
-        parent_id = tracking.study_run(mlflow_client, exp_id, cfg.study.name)
         rows = []
+        with logging_workers(cfg.study.name, worker_count(len(cells))) as log_runs:
+            # One thread measures: the logging workers take the cores, and OpenMP threads
+            # that wait for a core spin on it (README, "Parallel experiments").
+            torch.set_num_threads(1)
+            x_test, y_test = load_split("test")
+            mlflow_client = tracking.client()
+            exp_id = tracking.experiment_id(mlflow_client, cfg.study.name)
+            parent_id = tracking.study_run(mlflow_client, exp_id, cfg.study.name)
 
-        def unlogged_cells():
-            for sweep, cell_dir in cells:
-                ran = json.loads((cell_dir / CELL_JSON).read_text())
-                cell_rows = evaluate_cell(cfg.study.name, sweep, cell_dir, ran, x_test, y_test)
-                rows.extend(cell_rows)
-                seeds = [row["seed"] for row in cell_rows]
-                todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
-                if todo:
-                    yield cell_dir, ran, seeds, {
-                        row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
-                        for row in cell_rows if row["seed"] in todo}
+            def unlogged_cells():
+                for sweep, cell_dir in cells:
+                    ran = json.loads((cell_dir / CELL_JSON).read_text())
+                    cell_rows = evaluate_cell(cfg.study.name, sweep, cell_dir, ran, x_test,
+                                              y_test)
+                    rows.extend(cell_rows)
+                    seeds = [row["seed"] for row in cell_rows]
+                    todo = tracking.unlogged_seeds(mlflow_client, exp_id, cell_dir, seeds)
+                    if todo:
+                        yield cell_dir, ran, seeds, {
+                            row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
+                            for row in cell_rows if row["seed"] in todo}
 
-        log_runs(cfg.study.name, exp_id, parent_id, unlogged_cells())
+            log_runs(exp_id, parent_id, unlogged_cells())
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")

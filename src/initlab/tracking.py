@@ -171,6 +171,22 @@ def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int])
     return todo
 
 
+def log_input(mlflow_client, run_id: str, data_input) -> None:
+    """`log_inputs` of one dataset, tried once more when it lost a race: MLflow inserts a
+    dataset on its first use in an experiment after finding it absent, so of two processes
+    that log its first runs at once one fails on the table's unique key (the insert rolled
+    back); the second try finds the other's row."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.log_inputs(run_id, [data_input])
+    except MlflowException as error:
+        if not isinstance(error.__cause__, sqlalchemy.exc.IntegrityError):
+            raise
+        mlflow_client.log_inputs(run_id, [data_input])
+
+
 def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: Path, ran: dict,
              tests: dict, artifacts: list[Path]) -> None:
     """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the `study`'s
@@ -201,7 +217,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
             metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
                        for k, v, step in run_metrics(seed_dir, test)]
             mlflow_client.log_batch(run_id, metrics, params)  # MLflow splits it by its limits
-            mlflow_client.log_inputs(run_id, [data_input])
+            log_input(mlflow_client, run_id, data_input)
             for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
         except BaseException as error:

@@ -8,10 +8,14 @@ summary.json (DVC metrics), figures/ and plots/ (DVC plots). Built from the DVC 
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
@@ -39,12 +43,19 @@ def majority_rate(split: str = "test") -> float:
 
 
 def per_run(results: pd.DataFrame, filename: str) -> pd.DataFrame:
-    """Concatenate runs/<cell>/seed_<s>/<filename> for every run, tagged with its run's keys."""
+    """Concatenate runs/<cell>/seed_<s>/<filename> for every run, tagged with its run's keys.
+    The files share their header, so their bodies are parsed as one CSV (the study's 790
+    files: 0.1 s, against 2.8 s for a `read_csv` each)."""
     root = workspace_root()
+    header, bodies, rows_per_run = "", [], []
+    for row in results.itertuples():
+        header, _, body = (root / row.run_dir / f"seed_{row.seed}" / filename).read_text() \
+            .partition("\n")
+        bodies.append(body)
+        rows_per_run.append(body.count("\n"))
     keys = ["sweep", "run_dir", "activation", "init", "depth", "seed"]
-    return pd.concat([pd.read_csv(root / row.run_dir / f"seed_{row.seed}" / filename).assign(
-        **{k: getattr(row, k) for k in keys}) for row in results.itertuples()],
-        ignore_index=True)
+    return pd.read_csv(io.StringIO("\n".join([header, *bodies]))).assign(
+        **{k: np.repeat(results[k].to_numpy(), rows_per_run) for k in keys})
 
 
 def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, findings) -> dict:
@@ -63,8 +74,9 @@ def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, findings)
     }  # per-cell numbers are in plots/accuracy.csv: here only what `dvc exp show` compares
 
 
-def activation_samples(cfg) -> dict[tuple[str, str], list]:
-    """Hidden-layer outputs at init on the probe batch, for HISTOGRAM_CASES (seed 0)."""
+def activations_figure(cfg, path: Path) -> None:
+    """Histograms of the hidden-layer outputs at init on the probe batch, for HISTOGRAM_CASES
+    (seed 0)."""
     import torch
 
     from initlab.data.prepare import load_split
@@ -82,7 +94,7 @@ def activation_samples(cfg) -> dict[tuple[str, str], list]:
         with torch.no_grad():
             outputs = model.layer_outputs(x.unsqueeze(0))[:-1]
         samples[(activation, init)] = [h.flatten().numpy() for _, h in outputs]
-    return samples
+    figures.activation_histograms(samples, path)
 
 
 def published_comparison(means: pd.DataFrame) -> list:
@@ -142,14 +154,21 @@ def build(cfg) -> tuple[list, dict]:
     grid = results[results.sweep == "grid"]
     inits, activations = list(cfg.study.inits), list(cfg.study.activations)
     stats = tables.cell_stats(grid)
+    # The figures, a few seconds each of pure-Python matplotlib, are drawn by a pool of
+    # processes, one per core, forked from this one (torch imported by the config, no op run).
     figures_dir = reports / "figures"
-    with atomic_path(figures_dir) as tmp:
+    with atomic_path(figures_dir) as tmp, \
+            multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
         tmp.mkdir()
-        findings = [finding(data, tmp) for finding in FINDINGS]
-        figures.learning_curves(histories[histories.sweep == "grid"], activations, inits,
-                                tmp / "learning_curves.png")
-        figures.accuracy_heatmap(stats, inits, activations, tmp / "accuracy_grid.png")
-        figures.activation_histograms(activation_samples(cfg), tmp / "activations_at_init.png")
+        drawn = [pool.apply_async(draw, args) for draw, args in [
+            (activations_figure, (cfg, tmp / "activations_at_init.png")),
+            (figures.learning_curves, (histories[histories.sweep == "grid"], activations,
+                                       inits, tmp / "learning_curves.png")),
+            (figures.accuracy_heatmap, (stats, inits, activations, tmp / "accuracy_grid.png"))]]
+        found = [pool.apply_async(finding, (data, tmp)) for finding in FINDINGS]
+        findings = [result.get() for result in found]
+        for result in drawn:
+            result.get()
     with atomic_path(reports / "plots" / "accuracy.csv") as tmp:
         stats.assign(cell=stats.activation + "-" + stats.init)[
             ["cell", "init", "activation", "mean", "sd", "n_c"]].rename(

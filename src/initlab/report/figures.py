@@ -76,9 +76,7 @@ def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list
     axes[0, 0].set_ylabel("validation accuracy")
     axes[1, 0].set_ylabel("training loss")
     axes[0, -1].legend(title="init", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[str],
@@ -94,9 +92,7 @@ def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[st
         ax.text(j, i, f"{100 * value:.1f}", ha="center", va="center",
                 color="white" if value < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="test accuracy (n/c blank)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def _needs_data(draw):
@@ -114,9 +110,9 @@ def _needs_data(draw):
     return wrapper
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, dpi: int = 100) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
