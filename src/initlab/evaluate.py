@@ -131,7 +131,7 @@ def logging_workers(study: str, count: int):
     """Yield `log_runs(exp_id, parent_id, cells)`: `log_cells` of what the iterator `cells`
     yields, by `count` worker processes (here, if 0) while `cells` goes on measuring. The
     workers are forked at once, so that their start overlaps this process's: torch is
-    imported (the config's registries) but has run no op, and no MLflow store is open. A
+    imported but has run no op, and no MLflow store is open yet. A
     failed or killed worker, or an interrupt, terminates the others (their current run ends
     KILLED) and raises."""
     context = multiprocessing.get_context("fork")

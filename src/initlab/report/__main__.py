@@ -154,8 +154,8 @@ def build(cfg) -> tuple[list, dict]:
     grid = results[results.sweep == "grid"]
     inits, activations = list(cfg.study.inits), list(cfg.study.activations)
     stats = tables.cell_stats(grid)
-    # The figures, a few seconds each of pure-Python matplotlib, are drawn by a pool of
-    # processes, one per core, forked from this one (torch imported by the config, no op run).
+    # The findings and figures (a few seconds each, mostly pure-Python matplotlib) are made
+    # by a pool of processes, one per core, forked from this one (torch imported, no op run).
     figures_dir = reports / "figures"
     with atomic_path(figures_dir) as tmp, \
             multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
