@@ -155,14 +155,13 @@ def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float
 def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int]) -> list[int]:
     """The seeds of a trained cell whose run is not in the store yet: a run already logged
     with the same results (RUN_KEY_TAG) counts; an incomplete one (its logging was killed) is
-    deleted, so that its seed is logged again."""
-    logged = {}
-    for run in mlflow_client.search_runs([exp_id], f"tags.cell = '{cell_dir.name}'",
-                                         max_results=1000):
-        logged.setdefault(run.data.tags.get(RUN_KEY_TAG), []).append(run)
+    deleted, so that its seed is logged again. A query per seed, by its key: one by cell would
+    load every run the cell ever had, which grows with each retraining (after 8 of the study:
+    0.16 s a cell, against 0.06 s)."""
     todo = []
     for seed in seeds:
-        previous = logged.get(run_key(cell_dir, seed), [])
+        previous = mlflow_client.search_runs(
+            [exp_id], f"tags.`{RUN_KEY_TAG}` = '{run_key(cell_dir, seed)}'", max_results=1000)
         if any(r.info.status in FINAL_STATUSES for r in previous):
             continue
         for stale in previous:
