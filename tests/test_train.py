@@ -140,7 +140,7 @@ def _log_new_datasets_with(barrier, failures) -> None:
     mlflow_client = client()
     run_id = mlflow_client.create_run(experiment_id(mlflow_client, "race")).info.run_id
     for k in range(10):
-        barrier.wait()
+        barrier.wait(timeout=60)  # a process that failed breaks it for the other
         try:
             log_input(mlflow_client, run_id, DatasetInput(Dataset("subset", f"digest{k}",
                                                                   "local", "{}"), []))
@@ -162,8 +162,8 @@ def test_two_processes_log_a_dataset_new_to_the_experiment_at_once(in_project):
         worker.join()
     assert failures.value == 0 and [w.exitcode for w in workers] == [0, 0]
     mlflow_client = client()
-    for run in mlflow_client.search_runs([experiment_id(mlflow_client, "race")]):
-        assert len(run.inputs.dataset_inputs) == 10
+    runs = mlflow_client.search_runs([experiment_id(mlflow_client, "race")])
+    assert [len(run.inputs.dataset_inputs) for run in runs] == [10, 10]
 
 
 def test_mixed_precision_is_off_by_default_and_changes_the_numbers(in_project):
