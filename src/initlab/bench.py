@@ -60,12 +60,6 @@ QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seed
                "train": {"epochs": 2}}
 
 
-def is_study_output(name: str) -> bool:
-    """A tracked file that the study writes (reports/, every dvc.lock): a copy of the project
-    starts without them."""
-    return name.startswith("reports/") or name.endswith("dvc.lock")
-
-
 def copy_project(source: Path, target: Path) -> Path:
     """The git-tracked files of `source` minus the study's outputs, as a fresh git repo at
     `target` (DVC needs one): a throwaway project for tests and the benchmark. Here, not in
@@ -73,7 +67,8 @@ def copy_project(source: Path, target: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=source, capture_output=True, text=True,
                            check=True).stdout.split()
     for name in files:
-        if is_study_output(name) or not (source / name).exists():
+        study_output = name.startswith("reports/") or name.endswith("dvc.lock")
+        if study_output or not (source / name).exists():
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, target / name)

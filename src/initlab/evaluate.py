@@ -33,6 +33,7 @@ from initlab.config import ConfigError, load_config, reported_errors, study_cell
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path, sigterm_as_exit
 from initlab.models import build_model
+from initlab.report.figures import RunCurves
 from initlab.train import CELL_JSON, evaluate
 
 RESULTS_CSV = Path("reports") / "results.csv"
@@ -76,12 +77,11 @@ def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_t
     return rows
 
 
-def log_cells(study: str, exp_id: str, parent_id: str, cells: Iterable[tuple]) -> None:
+def log_cells(mlflow_client, study: str, exp_id: str, parent_id: str,
+              cells: Iterable[tuple]) -> None:
     """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) of
     `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG."""
-    from initlab.report.figures import RunCurves
-
-    mlflow_client, curves = tracking.client(), RunCurves()
+    curves = RunCurves()
     with tempfile.TemporaryDirectory() as scratch:
         curve = Path(scratch) / "learning_curve.png"
         for cell_dir, ran, seeds, tests in cells:
@@ -94,29 +94,28 @@ def _logging_worker(parent_pid: int, study: str, tasks) -> None:
     """`log_cells` of what `tasks` (a queue) hands out until it hands out None, in a worker
     that ends with the evaluate that started it (SIGTERM when its parent dies: Linux
     PR_SET_PDEATHSIG); SIGINT is left to the parent; a SIGTERM ends the run being logged
-    KILLED. It imports MLflow and matplotlib and opens the store while the parent measures;
-    the parent creates the study's experiment and parent run before it hands out a cell."""
+    KILLED. It imports MLflow and opens the store while the parent measures (matplotlib it
+    has from the parent); the parent creates the study's experiment and parent run before it
+    hands out a cell."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, sigterm_as_exit)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl
         raise SystemExit(128 + signal.SIGTERM)
-    from initlab.report import figures  # noqa: F401  (for log_cells, imported while we wait)
-
     mlflow_client = tracking.client()
     cells = iter(tasks.get, None)
     first = next(cells, None)
     if first is not None:
         exp_id = tracking.experiment_id(mlflow_client, study)
-        log_cells(study, exp_id, tracking.study_run(mlflow_client, exp_id, study),
+        log_cells(mlflow_client, study, exp_id, tracking.study_run(mlflow_client, exp_id, study),
                   itertools.chain([first], cells))
 
 
 def worker_count(cells: int) -> int:
     """INITLAB_LOGGING_WORKERS=N: N logging workers (0: log in the evaluate process); unset,
     one per core (at most 4: the sqlite store takes one writer at a time) for a study of 20
-    cells or more, about where starting them (each imports MLflow and matplotlib, ~4 s)
-    pays off, else none."""
+    cells or more, about where starting them (each imports MLflow and opens the store,
+    ~2.5 s) pays off, else none."""
     workers = os.environ.get("INITLAB_LOGGING_WORKERS", "")
     if not workers:
         return min(4, len(os.sched_getaffinity(0))) if cells >= 20 else 0
@@ -128,8 +127,9 @@ def worker_count(cells: int) -> int:
 
 @contextmanager
 def logging_workers(study: str, count: int):
-    """Yield `log_runs(exp_id, parent_id, cells)`: `log_cells` of what the iterator `cells`
-    yields, by `count` worker processes (here, if 0) while `cells` goes on measuring. The
+    """Yield `log_runs(mlflow_client, exp_id, parent_id, cells)`: `log_cells` of what the
+    iterator `cells` yields, by `count` worker processes (here, with `mlflow_client`, if 0)
+    while `cells` goes on measuring. The
     workers are forked at once, so that their start overlaps this process's: torch is
     imported but has run no op, and no MLflow store is open yet. A
     failed or killed worker, or an interrupt, terminates the others (their current run ends
@@ -141,9 +141,9 @@ def logging_workers(study: str, count: int):
     for worker in workers:
         worker.start()
 
-    def log_runs(exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
+    def log_runs(mlflow_client, exp_id: str, parent_id: str, cells: Iterator[tuple]) -> None:
         if not workers:
-            return log_cells(study, exp_id, parent_id, cells)
+            return log_cells(mlflow_client, study, exp_id, parent_id, cells)
         for cell in cells:
             tasks.put(cell)
         for _ in workers:
@@ -194,7 +194,7 @@ def main() -> None:
                             row["seed"]: {k: row[k] for k in ("test_accuracy", "test_loss")}
                             for row in cell_rows if row["seed"] in todo}
 
-            log_runs(exp_id, parent_id, unlogged_cells())
+            log_runs(mlflow_client, exp_id, parent_id, unlogged_cells())
         with atomic_path(workspace_root() / RESULTS_CSV) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         print(f"evaluate: {len(rows)} runs in {len(cells)} cells -> {RESULTS_CSV}")
