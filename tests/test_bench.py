@@ -11,7 +11,8 @@ from conftest import project_env, run
 
 KEYS = ("gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
         "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb", "overhead_floor",
-        "dvc_alone_seconds", "cell_import_seconds", "evaluate_seconds", "report_seconds")
+        "dvc_alone_seconds", "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds",
+        "report_seconds")
 
 
 def test_quick_bench_writes_every_key_as_a_number(prepared_project):

@@ -23,6 +23,7 @@ from initlab.tracking import (
     experiment_id,
     log_cell,
     log_input,
+    run_metrics,
     study_run,
     unlogged_seeds,
 )
@@ -114,6 +115,23 @@ def test_a_cells_runs_are_logged_once_from_its_files(in_project):
     again = log(out, mlflow_client)
     assert len(again) == 2 and all(r.info.status == "FINISHED" for r in again)
     assert half.info.run_id not in {r.info.run_id for r in again}
+
+
+def test_run_metrics_hold_every_value_of_the_seeds_files(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,train_loss,val_accuracy\n0,2.5,0.1\n1,nan,0.2\n")
+    (tmp_path / "layers.csv").write_text("epoch,layer,grad_norm,dead\n0,0,3.0,0.0\n0,1,1.5,0.5\n"
+                                         "1,0,0.0,1.0\n1,1,0.0,1.0\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"init_log": {"lsuv/iterations": [2, 1]}}))
+    metrics = run_metrics(tmp_path, {"test_accuracy": 0.75})
+    assert repr(metrics) == repr([
+        ("train_loss", 2.5, 0), ("val_accuracy", 0.1, 0),
+        ("train_loss", math.nan, 1), ("val_accuracy", 0.2, 1),
+        ("layer0/grad_norm", 3.0, 0), ("layer0/dead", 0.0, 0),
+        ("layer1/grad_norm", 1.5, 0), ("layer1/dead", 0.5, 0),
+        ("layer0/grad_norm", 0.0, 1), ("layer0/dead", 1.0, 1),
+        ("layer1/grad_norm", 0.0, 1), ("layer1/dead", 1.0, 1),
+        ("grad_ratio_first_last", 2.0, 0), ("grad_ratio_first_last", math.nan, 1),  # 0/0
+        ("lsuv/iterations", 2, 0), ("lsuv/iterations", 1, 1), ("test_accuracy", 0.75, 0)])
 
 
 def test_divergent_learning_rate_marks_runs_diverged(in_project):

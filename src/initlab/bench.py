@@ -19,9 +19,11 @@ Writes reports/bench.json and reports/bench.md:
 and where the rest of (d) goes: dvc_alone_seconds (`dvc repro` of every train stage again
 with the same deps, params and outs but a command that only makes the output folder: DVC's
 own cost per stage), cell_import_seconds (a fresh process importing the trainer, paid once by
-the fork server that the train stages share, `initlab.forkserver`), overhead_floor =
-(dvc_alone + cell_import) / training, and evaluate_seconds, report_seconds (those stages
-again, on a fresh MLflow store as in the first repro).
+the fork server that the train stages share, `initlab.forkserver`), mlflow_alone_seconds
+(MLflow storing the runs' params and metrics that evaluate logs, by bare client calls:
+`mlflow_floor`), overhead_floor = (dvc_alone + cell_import + mlflow_alone) / training, and
+evaluate_seconds, report_seconds (those stages again, on a fresh MLflow store as in the first
+repro).
 
 `--quick` runs a 2-epoch cell and a 2-cell study instead of the default ones (a smoke test;
 its ratios are not the study's).
@@ -223,6 +225,10 @@ def repro_study(quick: bool) -> dict:
         fresh_store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'fresh.db'}"}
         evaluate = timed([sys.executable, "-m", "initlab.evaluate"], fresh_store)
         report = timed([sys.executable, "-m", "initlab.report"], fresh_store)
+        floor_store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'floor.db'}"}
+        mlflow_alone = float(subprocess.run(
+            [sys.executable, "-c", "from initlab.bench import mlflow_floor; print(mlflow_floor())"],
+            cwd=copy, env=floor_store, check=True, capture_output=True, text=True).stdout)
         stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
         del stages["evaluate"], stages["report"]
         (copy / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
@@ -235,8 +241,60 @@ def repro_study(quick: bool) -> dict:
     return {"repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "cell_peak_rss_mb": int(rss_kb) / 1024, "cell_import_seconds": imports,
-            "dvc_alone_seconds": dvc_alone, "overhead_floor": (dvc_alone + imports) / training,
+            "dvc_alone_seconds": dvc_alone, "mlflow_alone_seconds": mlflow_alone,
+            "overhead_floor": (dvc_alone + imports + mlflow_alone) / training,
             "evaluate_seconds": evaluate, "report_seconds": report}
+
+
+def mlflow_floor() -> float:
+    """Seconds MLflow itself takes to store what `evaluate` logs of the study (in this
+    workspace, on the store of MLFLOW_TRACKING_URI): each run's params and metrics
+    (`initlab.tracking.run_metrics`) by bare client calls, create_run, log_batch and
+    set_terminated, in as many processes as evaluate has logging workers; no artifacts,
+    figures or measuring. Part of (d) that no code of ours can remove."""
+    import multiprocessing
+
+    from mlflow.entities import Metric, Param
+    from omegaconf import OmegaConf
+
+    from initlab import tracking
+    from initlab.config import study_cells
+    from initlab.evaluate import worker_count
+
+    cells, runs = study_cells(load_config([])), []
+    for cell in cells:
+        cell_dir = workspace_root() / cell.run_dir
+        ran = json.loads((cell_dir / "cell.json").read_text())
+        config = OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml"))
+        params = tracking.flatten(config)
+        for seed_dir in sorted(cell_dir.glob("seed_*")):
+            metrics = tracking.run_metrics(seed_dir, {"test_accuracy": 0.0, "test_loss": 0.0})
+            runs.append((ran["mlflow"]["tags"],
+                         [Metric(k, float(v), ran["ended_ms"], step) for k, v, step in metrics],
+                         [Param(k, v) for k, v in {**params, "seed": seed_dir.name}.items()]))
+    exp_id = tracking.experiment_id(tracking.client(), "mlflow-floor")
+
+    def log(share):
+        mlflow_client = tracking.client()
+        for tags, metrics, params in share:
+            run_id = mlflow_client.create_run(exp_id, tags=tags).info.run_id
+            mlflow_client.log_batch(run_id, metrics, params)
+            mlflow_client.set_terminated(run_id, "FINISHED")
+
+    processes = worker_count(len(cells))
+    started = time.perf_counter()
+    if not processes:
+        log(runs)
+    else:
+        fork = multiprocessing.get_context("fork")
+        workers = [fork.Process(target=log, args=(runs[i::processes],)) for i in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+            if worker.exitcode:
+                raise RuntimeError(f"a floor logging process exited with {worker.exitcode}")
+    return time.perf_counter() - started
 
 
 # One training cell in a fresh process, then its own peak RSS (KiB on Linux).
@@ -305,6 +363,7 @@ def render(bench: dict) -> str:
     rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in (
         "gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
         "pipeline_overhead", "overhead_floor", "dvc_alone_seconds", "cell_import_seconds",
+        "mlflow_alone_seconds",
         "evaluate_seconds", "report_seconds", "noop_repro_seconds", "cell_peak_rss_mb"))
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "

@@ -9,6 +9,7 @@ and only when a stage logs.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
@@ -131,21 +132,29 @@ def run_key(cell_dir: Path, seed: int) -> str:
     return digest.hexdigest()[:32]
 
 
+def read_numbers(path: Path) -> list[dict[str, float]]:
+    """The rows of a CSV of numbers (`initlab.train.write_csv`), as floats."""
+    with path.open(newline="") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
 def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float, int]]:
     """(key, value, step) of one run: per epoch (step) the history and, per layer l,
-    `layer<l>/<stat>` and `grad_ratio_first_last`; the init's log (step = its row); the test
-    metrics at step 0."""
-    import pandas as pd
+    `layer<l>/<stat>` and `grad_ratio_first_last` (NaN for 0/0, as in numpy); the init's log
+    (step = its row); the test metrics at step 0."""
+    import numpy as np
 
-    history = pd.read_csv(seed_dir / "history.csv").set_index("epoch")
-    layers = pd.read_csv(seed_dir / "layers.csv")
-    metrics = [(key, value, epoch) for epoch, row in history.iterrows()
-               for key, value in row.items()]
-    for (epoch, layer), row in layers.set_index(["epoch", "layer"]).iterrows():
+    metrics = [(key, value, int(row["epoch"]))
+               for row in read_numbers(seed_dir / "history.csv")
+               for key, value in row.items() if key != "epoch"]
+    grad_norms: dict[int, list[float]] = {}  # epoch -> per layer, first to last
+    for row in read_numbers(seed_dir / "layers.csv"):
+        epoch, layer = int(row.pop("epoch")), int(row.pop("layer"))
         metrics += [(f"layer{layer}/{stat}", value, epoch) for stat, value in row.items()]
-    grad = layers.pivot(index="epoch", columns="layer", values="grad_norm")
-    metrics += [("grad_ratio_first_last", ratio, epoch)
-                for epoch, ratio in (grad.iloc[:, 0] / grad.iloc[:, -1]).items()]
+        grad_norms.setdefault(epoch, []).append(row["grad_norm"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        metrics += [("grad_ratio_first_last", float(np.float64(norms[0]) / norms[-1]), epoch)
+                    for epoch, norms in grad_norms.items()]
     init_log = json.loads((seed_dir / "summary.json").read_text())["init_log"]
     metrics += [(key, value, step) for key, values in init_log.items()
                 for step, value in enumerate(values)]
@@ -212,13 +221,15 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
                   **({"diverged": f"epoch {summary['diverged_at_epoch']}"}
                      if summary["diverged"] else {})}).info.run_id
         try:
+            # Artifacts first: the first one loads the run (MLflow looks up where its artifacts
+            # go), which costs less before it holds ~400 metrics.
+            for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
+                mlflow_client.log_artifact(run_id, str(path))
             params = [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
             metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
                        for k, v, step in run_metrics(seed_dir, test)]
             mlflow_client.log_batch(run_id, metrics, params)  # MLflow splits it by its limits
             log_input(mlflow_client, run_id, data_input)
-            for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
-                mlflow_client.log_artifact(run_id, str(path))
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             mlflow_client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
