@@ -83,7 +83,7 @@ class SeedBatchedNet(nn.Module):
     def __init__(self, n_models: int, input_shape, num_classes: int, convs: list, dense: list,
                  activation: Activation, batchnorm: bool = False):
         super().__init__()
-        self.activation, self.convs = activation, list(convs)
+        self.n_models, self.activation, self.convs = n_models, activation, list(convs)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.norms = nn.ModuleList()
@@ -106,10 +106,6 @@ class SeedBatchedNet(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(n_models, 1, fan_out)))
             if hidden and batchnorm:
                 self.norms.append(SeedBatchedNorm(n_models, fan_out))
-
-    @property
-    def n_models(self) -> int:
-        return len(self.weights[0])
 
     def layer_outputs(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per weight layer (z, h): the linear output z, and the layer's output h = act(z)

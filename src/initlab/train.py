@@ -28,7 +28,9 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +151,9 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
     (x_train, y_train), (x_val, y_val) = train, val
     n_seeds, n, batch_size = len(order_generators), len(y_train), train_cfg.batch_size
     augment = AUGMENTATIONS[train_cfg.augment]
+    # read once: a config value costs ~0.1 ms, an autocast context even when off ~0.02 ms
+    precision = (partial(torch.autocast, x_train.device.type, torch.bfloat16)
+                 if train_cfg.amp else nullcontext)
     use_threads_for(n_seeds)
     result = FitResult([], [], [None] * n_seeds)
 
@@ -172,7 +177,7 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
         for start in range(0, n, batch_size):
             idx = order[:, start:start + batch_size]
             y = gather(y_train, idx)
-            with torch.autocast(x_train.device.type, torch.bfloat16, enabled=train_cfg.amp):
+            with precision():
                 logits = model(augment(gather(x_train, idx), order_generators))
                 losses = F.cross_entropy(logits.float().transpose(1, 2), y,
                                          reduction="none").mean(1)
