@@ -151,7 +151,7 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
     (x_train, y_train), (x_val, y_val) = train, val
     n_seeds, n, batch_size = len(order_generators), len(y_train), train_cfg.batch_size
     augment = AUGMENTATIONS[train_cfg.augment]
-    # read once: a config value costs ~0.1 ms, an autocast context even when off ~0.02 ms
+    # per step, a config value costs ~0.02 ms and an autocast context, even off, ~0.008 ms
     precision = (partial(torch.autocast, x_train.device.type, torch.bfloat16)
                  if train_cfg.amp else nullcontext)
     use_threads_for(n_seeds)
