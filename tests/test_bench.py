@@ -9,7 +9,8 @@ import sys
 
 from conftest import project_env, run
 
-KEYS = ("gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
+KEYS = ("gemm_flops", "trainer_flops", "trainer_vs_gemm", "trainer_vs_gemm_ceiling",
+        "narrow_trainer_seconds", "speedup_vs_plain_loop",
         "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb", "overhead_floor",
         "dvc_alone_seconds", "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds",
         "report_seconds")

@@ -9,7 +9,11 @@ Writes reports/bench.json and reports/bench.md:
       `initlab.train.fit`, training steps and recorded evaluations, / its wall time), and
       trainer_vs_gemm = b / a. (a) and (b) are measured in turn, ROUNDS times: each is the
       median of its rounds, the ratio the median of the rounds' ratios (on a shared machine
-      (a) alone has varied by 1.5x within a day)
+      (a) alone has varied by 1.5x within a day); and what bounds b/a from above,
+      trainer_vs_gemm_ceiling: the matmuls' time at (a)'s speed over that time plus
+      narrow_trainer_seconds, `fit` of the same cell with FLOOR_WIDTH-unit hidden layers (the
+      same ops, each with almost nothing to compute: their dispatch, the minibatch gather,
+      the evaluations' input reads)
   (c) speedup_vs_plain_loop: the same cell trained by a lab-style loop (a DataLoader, one
       seed after another, nn.Sequential), its time / the trainer's
   (d) pipeline_overhead: `dvc repro` of the study end to end, against the summed pure
@@ -57,6 +61,7 @@ from initlab.optim import OPTIMIZERS
 from initlab.train import fit, initialize, seed_generator
 
 ROUNDS = 3
+FLOOR_WIDTH = 8  # (b'): the default cell with 8-unit hidden layers, the same ops on ~no FLOPs
 QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
                "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
                "train": {"epochs": 2}}
@@ -324,16 +329,21 @@ def main() -> None:
     (x, y), (xv, yv) = load_split("train"), load_split("val")
     data = ((x.flatten(1), y), (xv.flatten(1), yv))
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    narrow = load_config([*overrides, f"model.width={FLOOR_WIDTH}"])
     rounds = []
     for _ in range(1 if args.quick else ROUNDS):
         gemm = gemm_limit(cfg, n_seeds, cfg.train.batch_size, 1.0 if args.quick else 2.0)
         trainer_seconds, trainer_acc = trainer_run(cfg, data)
-        rounds.append((gemm, trainer_seconds))
-    gemm, trainer_seconds = (statistics.median(r[i] for r in rounds) for i in (0, 1))
+        rounds.append((gemm, trainer_seconds, trainer_run(narrow, data)[0]))
+    gemm, trainer_seconds, narrow_seconds = (statistics.median(r[i] for r in rounds)
+                                             for i in (0, 1, 2))
     threads = torch.get_num_threads()
     flops = fit_flops(cfg, n_seeds, len(y), len(yv))
     trainer = flops / trainer_seconds
-    trainer_vs_gemm = statistics.median(flops / seconds / limit for limit, seconds in rounds)
+    trainer_vs_gemm = statistics.median(flops / seconds / limit for limit, seconds, _ in rounds)
+    # (b'): matmuls at (a)'s speed plus what does not shrink with the width
+    trainer_vs_gemm_ceiling = statistics.median(flops / limit / (flops / limit + narrow)
+                                                for limit, _, narrow in rounds)
     plain_seconds, plain_acc = plain_loop_run(cfg, data)
     pipeline = repro_study(args.quick)
     bench = {
@@ -343,7 +353,8 @@ def main() -> None:
         "cell": f"relu-he, {n_seeds} seeds x {cfg.train.epochs} epochs, "
                 f"depth {cfg.model.depth}, width {cfg.model.width}, batch {cfg.train.batch_size}",
         "gemm_flops": gemm, "trainer_flops": trainer, "trainer_vs_gemm": trainer_vs_gemm,
-        "trainer_seconds": trainer_seconds, "plain_loop_seconds": plain_seconds,
+        "trainer_seconds": trainer_seconds, "narrow_trainer_seconds": narrow_seconds,
+        "trainer_vs_gemm_ceiling": trainer_vs_gemm_ceiling, "plain_loop_seconds": plain_seconds,
         "speedup_vs_plain_loop": plain_seconds / trainer_seconds,
         "trainer_val_accuracy": trainer_acc, "plain_loop_val_accuracy": plain_acc,
         **pipeline,
@@ -361,10 +372,10 @@ TARGETS = {"trainer_vs_gemm": ">= 0.6", "speedup_vs_plain_loop": ">= 1.5",
 
 def render(bench: dict) -> str:
     rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in (
-        "gemm_flops", "trainer_flops", "trainer_vs_gemm", "speedup_vs_plain_loop",
-        "pipeline_overhead", "overhead_floor", "dvc_alone_seconds", "cell_import_seconds",
-        "mlflow_alone_seconds",
-        "evaluate_seconds", "report_seconds", "noop_repro_seconds", "cell_peak_rss_mb"))
+        "gemm_flops", "trainer_flops", "trainer_vs_gemm", "trainer_vs_gemm_ceiling",
+        "speedup_vs_plain_loop", "pipeline_overhead", "overhead_floor", "dvc_alone_seconds",
+        "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds", "report_seconds",
+        "noop_repro_seconds", "cell_peak_rss_mb"))
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "
