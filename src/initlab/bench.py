@@ -277,7 +277,11 @@ def mlflow_floor() -> float:
             runs.append((ran["mlflow"]["tags"],
                          [Metric(k, float(v), ran["ended_ms"], step) for k, v, step in metrics],
                          [Param(k, v) for k, v in {**params, "seed": seed_dir.name}.items()]))
-    exp_id = tracking.experiment_id(tracking.client(), "mlflow-floor")
+    # The store is opened after the forks only: MLflow keeps one engine per store in a
+    # process, and a sqlite connection must not cross a fork.
+    fork = multiprocessing.get_context("fork")
+    with fork.Pool(1) as pool:
+        exp_id = pool.apply(_floor_experiment)
 
     def log(share):
         mlflow_client = tracking.client()
@@ -291,7 +295,6 @@ def mlflow_floor() -> float:
     if not processes:
         log(runs)
     else:
-        fork = multiprocessing.get_context("fork")
         workers = [fork.Process(target=log, args=(runs[i::processes],)) for i in range(processes)]
         for worker in workers:
             worker.start()
@@ -300,6 +303,12 @@ def mlflow_floor() -> float:
             if worker.exitcode:
                 raise RuntimeError(f"a floor logging process exited with {worker.exitcode}")
     return time.perf_counter() - started
+
+
+def _floor_experiment() -> str:
+    from initlab import tracking
+
+    return tracking.experiment_id(tracking.client(), "mlflow-floor")
 
 
 # One training cell in a fresh process, then its own peak RSS (KiB on Linux).
