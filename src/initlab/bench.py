@@ -254,29 +254,24 @@ def repro_study(quick: bool) -> dict:
 def mlflow_floor() -> float:
     """Seconds MLflow itself takes to store what `evaluate` logs of the study (in this
     workspace, on the store of MLFLOW_TRACKING_URI): each run's params and metrics
-    (`initlab.tracking.run_metrics`) by bare client calls, create_run, log_batch and
+    (`initlab.tracking.run_batch`) by bare client calls, create_run, log_batch and
     set_terminated, in as many processes as evaluate has logging workers; no artifacts,
     figures or measuring. Part of (d) that no code of ours can remove."""
     import multiprocessing
-
-    from mlflow.entities import Metric, Param
-    from omegaconf import OmegaConf
 
     from initlab import tracking
     from initlab.config import study_cells
     from initlab.evaluate import worker_count
 
-    cells, runs = study_cells(load_config([])), []
+    cfg = load_config([])
+    cells, runs = study_cells(cfg), []
     for cell in cells:
         cell_dir = workspace_root() / cell.run_dir
         ran = json.loads((cell_dir / "cell.json").read_text())
-        config = OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml"))
-        params = tracking.flatten(config)
-        for seed_dir in sorted(cell_dir.glob("seed_*")):
-            metrics = tracking.run_metrics(seed_dir, {"test_accuracy": 0.0, "test_loss": 0.0})
-            runs.append((ran["mlflow"]["tags"],
-                         [Metric(k, float(v), ran["ended_ms"], step) for k, v, step in metrics],
-                         [Param(k, v) for k, v in {**params, "seed": seed_dir.name}.items()]))
+        params = tracking.cell_params(cell_dir)
+        for seed in cfg.study.seeds:
+            runs.append((ran["mlflow"]["tags"], *tracking.run_batch(
+                cell_dir, seed, ran, params, {"test_accuracy": 0.0, "test_loss": 0.0})))
     # The store is opened after the forks only: MLflow keeps one engine per store in a
     # process, and a sqlite connection must not cross a fork.
     fork = multiprocessing.get_context("fork")

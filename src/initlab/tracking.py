@@ -195,6 +195,24 @@ def log_input(mlflow_client, run_id: str, data_input) -> None:
         mlflow_client.log_inputs(run_id, [data_input])
 
 
+def cell_params(cell_dir: Path) -> dict[str, str]:
+    """Every resolved value of a trained cell's config, flattened: its runs' MLflow params."""
+    from omegaconf import OmegaConf
+
+    return flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
+
+
+def run_batch(cell_dir: Path, seed: int, ran: dict, params_of_cell: dict[str, str],
+              test: dict[str, float]) -> tuple[list, list]:
+    """(metrics, params) of one run, as `log_batch` takes them: `run_metrics` stamped with
+    the cell's end time (`ran`, its cell.json), and the cell's params with the seed's."""
+    from mlflow.entities import Metric, Param
+
+    metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
+               for k, v, step in run_metrics(cell_dir / f"seed_{seed}", test)]
+    return metrics, [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
+
+
 def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: Path, ran: dict,
              tests: dict, artifacts: list[Path]) -> None:
     """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the `study`'s
@@ -203,12 +221,11 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     cell.json), the seed's history and layer CSVs plus `artifacts`. `tests`: seed -> its test
     metrics, for the seeds `unlogged_seeds` names. A run ends FINISHED, or FAILED when it
     diverged; KILLED or FAILED if the logging itself is interrupted or fails."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
-    from omegaconf import OmegaConf
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     cell = cell_dir.name
     info = ran["mlflow"]
-    params_of_cell = flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
+    params_of_cell = cell_params(cell_dir)
     data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
                               [InputTag("mlflow.data.context", "training")])
     for seed, test in tests.items():
@@ -225,10 +242,8 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
             # go), which costs less before it holds ~400 metrics.
             for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
-            params = [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
-            metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
-                       for k, v, step in run_metrics(seed_dir, test)]
-            mlflow_client.log_batch(run_id, metrics, params)  # MLflow splits it by its limits
+            # MLflow splits the batch by its limits
+            mlflow_client.log_batch(run_id, *run_batch(cell_dir, seed, ran, params_of_cell, test))
             log_input(mlflow_client, run_id, data_input)
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
