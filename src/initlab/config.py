@@ -315,6 +315,8 @@ class Cell(NamedTuple):
 
 
 CELL_CONFIGS = "runs/configs"
+# A row per run (cell x seed): `evaluate` writes it, `report` reads it.
+RESULTS_CSV = Path("reports") / "results.csv"
 
 
 def study_cells(cfg: DictConfig) -> list[Cell]:

@@ -29,14 +29,20 @@ import torch
 from omegaconf import OmegaConf
 
 from initlab import tracking
-from initlab.config import ConfigError, load_config, reported_errors, study_cells, workspace_root
+from initlab.config import (
+    RESULTS_CSV,
+    ConfigError,
+    load_config,
+    reported_errors,
+    study_cells,
+    workspace_root,
+)
 from initlab.data.prepare import load_split
 from initlab.io import atomic_path, sigterm_as_exit
 from initlab.models import build_model
 from initlab.report.figures import RunCurves
 from initlab.train import CELL_JSON, evaluate
 
-RESULTS_CSV = Path("reports") / "results.csv"
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 

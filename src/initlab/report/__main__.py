@@ -21,9 +21,8 @@ import yaml
 from omegaconf import OmegaConf
 from scipy import stats as scipy_stats
 
-from initlab.config import load_config, reported_errors, workspace_root
+from initlab.config import RESULTS_CSV, load_config, reported_errors, workspace_root
 from initlab.data.prepare import prepared_dir
-from initlab.evaluate import RESULTS_CSV
 from initlab.io import atomic_path, write_json
 from initlab.report import figures, tables
 from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
