@@ -121,19 +121,26 @@ class ReportConfig:
     # A run "stayed at chance" (n/c) when its test accuracy is at most the majority-class rate
     # plus this margin.
     chance_margin: float = 0.05
-    alpha: float = 0.05  # significance level of the tests
-    confidence: float = 0.95  # of the bootstrap confidence intervals
-    bootstrap_resamples: int = 2000
-    bootstrap_seed: int = 0
-    min_seeds: int = 3  # fewer runs per group: INCONCLUSIVE (underpowered)
+    alpha: float = 0.05  # significance level of the one-sided tests (F2's spread)
+    confidence: float = 0.95  # of the two-sided Welch t intervals
+    min_seeds: int = 3  # fewer runs per group: the check is UNDECIDED
     # "As good as": a difference in accuracy within this margin (non-inferiority).
     accuracy_margin: float = 0.01
-    # Vanishing: first/last layer gradient-norm ratio at least this many decades below 1.
+    # Vanishing: the first hidden layer's gradient norm at least this many decades below the
+    # last hidden layer's.
     vanishing_decades: float = 2.0
     # Stable: the ratio within this many decades of 1.
     stable_decades: float = 1.0
-    # He et al. 2015 saw Xavier stall from this depth (weight layers) on.
-    he_regime_depth: int = 30
+
+
+@dataclass
+class MoreSeedsConfig:
+    """Grid cells that train more seeds than the study's, for the checks that need the power
+    (F2's spread across seeds, F7's 1-point margins). Their seeds are the study's, then the
+    next integers, `seeds` in all."""
+    activations: list[str] = field(default_factory=list)
+    inits: list[str] = field(default_factory=list)
+    seeds: int = 20
 
 
 @dataclass
@@ -143,6 +150,7 @@ class StudyConfig:
     activations: list[str] = field(default_factory=lambda: ["relu"])
     inits: list[str] = field(default_factory=lambda: ["xavier"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    more_seeds: MoreSeedsConfig = field(default_factory=MoreSeedsConfig)
 
 
 @dataclass
@@ -183,7 +191,8 @@ class Config:
 ConfigStore.instance().store(name="schema", node=Config)
 _SECTIONS = {cls.__name__: cls for cls in (
     DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
-    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, DepthSweepConfig,
+    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, MoreSeedsConfig,
+    DepthSweepConfig,
     BatchnormSweepConfig)}
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -210,8 +219,9 @@ def validate(cfg: DictConfig) -> None:
     for key, names, registry in [
         ("activation", [cfg.activation.name], ACTIVATIONS),
         ("init", [cfg.init.name], inits),
-        *[(f"{sweep}.{kind}", cfg[sweep][kind], ACTIVATIONS if kind == "activations" else inits)
-          for sweep in ("study", "depth_sweep", "batchnorm_sweep")
+        *[(f"{sweep}.{kind}", OmegaConf.select(cfg, f"{sweep}.{kind}"),
+           ACTIVATIONS if kind == "activations" else inits)
+          for sweep in ("study", "depth_sweep", "batchnorm_sweep", "study.more_seeds")
           for kind in ("activations", "inits")],
     ]:
         for name in names:
@@ -251,6 +261,8 @@ def validate(cfg: DictConfig) -> None:
     seeds = list(cfg.study.seeds)
     _require(len(seeds) > 0, "study.seeds", seeds, "a non-empty list of integers")
     _require(len(set(seeds)) == len(seeds), "study.seeds", seeds, "each seed at most once")
+    _require(cfg.study.more_seeds.seeds >= len(seeds), "study.more_seeds.seeds",
+             cfg.study.more_seeds.seeds, f"at least the study's {len(seeds)} seeds")
     for key, depth in [("model.depth", cfg.model.depth),
                        *[("depth_sweep.depths", d) for d in cfg.depth_sweep.depths]]:
         _require(depth >= 1, key, depth, "the number of weight layers, >= 1")
@@ -321,15 +333,24 @@ RESULTS_CSV = Path("reports") / "results.csv"
 
 def study_cells(cfg: DictConfig) -> list[Cell]:
     """Every training cell of the study, named as dvc.yaml's matrices name them:
-    runs/grid/<act>-<init> (the configured model), runs/depth/<act>-<init>-d<depth> (the
+    runs/grid/<act>-<init> (the configured model; `study.more_seeds`' cells with more seeds),
+    runs/depth/<act>-<init>-d<depth> (the
     mlp at `depth_sweep`'s depth, width and epochs), runs/batchnorm/<act>-<init>-bn (the
     configured model with batch norm)."""
     def cell(sweep, run_dir, activation, init, *overrides):
         return Cell(sweep, run_dir, [f"activation={activation}", f"init={init}", *overrides,
                                      f"run_dir={run_dir}"])
 
+    def grid_seeds(activation, init):
+        more = cfg.study.more_seeds
+        if activation not in more.activations or init not in more.inits:
+            return []
+        seeds = list(cfg.study.seeds)
+        seeds += range(max(seeds) + 1, max(seeds) + 1 + more.seeds - len(seeds))
+        return [f"study.seeds={json.dumps(seeds)}"]
+
     sweep = cfg.depth_sweep
-    return ([cell("grid", f"runs/grid/{a}-{i}", a, i)
+    return ([cell("grid", f"runs/grid/{a}-{i}", a, i, *grid_seeds(a, i))
              for a in cfg.study.activations for i in cfg.study.inits]
             + [cell("depth", f"runs/depth/{a}-{i}-d{d}", a, i, f"model.depth={d}",
                     f"model.width={sweep.width}", f"train.epochs={sweep.epochs}")

@@ -50,11 +50,15 @@ def layer_statistics(model, x: Tensor, y: Tensor) -> dict[str, Tensor]:
       every unit computes the same function (symmetry unbroken)
     - grad_norm: ||dL/dW_l|| of the mean cross-entropy on the probe batch
 
-    The model runs in eval mode; gradients come from `torch.autograd.grad`, so the
-    parameters' .grad fields, and so training, are left untouched."""
+    The model runs in training mode, as a training step sees it: batch norm normalizes by the
+    probe batch's statistics (in eval mode, at init, it would be the identity: running mean
+    0, variance 1), and its running averages are restored afterwards. Gradients come from
+    `torch.autograd.grad`, so the parameters' .grad fields, and so training, are left
+    untouched."""
     seeds = len(model.weights[0])
     was_training = model.training
-    model.eval()
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    model.train()
     params = list(model.weights)
     with torch.enable_grad():
         outputs = model.layer_outputs(x.expand(seeds, *x.shape))
@@ -62,6 +66,8 @@ def layer_statistics(model, x: Tensor, y: Tensor) -> dict[str, Tensor]:
                                reduction="none").mean(1).sum()
         grads = torch.autograd.grad(loss, params)
     model.train(was_training)
+    for buffer, saved in buffers:
+        buffer.copy_(saved)
     bounds = model.activation.bounds
     last = len(outputs) - 1
     not_applicable = torch.full((seeds,), float("nan"), device=x.device)

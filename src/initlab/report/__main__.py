@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -19,14 +20,20 @@ import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
-from scipy import stats as scipy_stats
 
-from initlab.config import RESULTS_CSV, load_config, reported_errors, workspace_root
+from initlab.config import (
+    CELL_CONFIGS,
+    RESULTS_CSV,
+    load_config,
+    reported_errors,
+    workspace_root,
+)
 from initlab.data.prepare import prepared_dir
 from initlab.io import atomic_path, write_json
 from initlab.report import figures, tables
 from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from initlab.report.findings import FINDINGS, StudyData
+from initlab.report.stats import spearman_exact
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
 # Glorot & Bengio-style histograms: each activation under a naive and a good init.
@@ -34,11 +41,10 @@ HISTOGRAM_CASES = [("sigmoid", "normal"), ("sigmoid", "xavier"), ("tanh", "norma
                    ("tanh", "xavier"), ("relu", "normal"), ("relu", "he")]
 
 
-def majority_rate(split: str = "test") -> float:
-    """The accuracy of always answering the most frequent class: the chance level."""
+def class_counts(split: str = "test") -> list[int]:
+    """Examples per class in a prepared split (its manifest)."""
     manifest = json.loads((prepared_dir() / "manifest.json").read_text())
-    counts = manifest["files"][f"{split}.pt"]["class_counts"]
-    return max(counts) / sum(counts)
+    return manifest["files"][f"{split}.pt"]["class_counts"]
 
 
 def per_run(results: pd.DataFrame, filename: str) -> pd.DataFrame:
@@ -58,19 +64,23 @@ def per_run(results: pd.DataFrame, filename: str) -> pd.DataFrame:
 
 
 def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, findings) -> dict:
+    """What `dvc exp show` compares: run counts (every sweep's, and the grid's that the rest
+    describes), the best grid cell, the findings' verdicts. Per-cell numbers are in
+    plots/accuracy.csv."""
+    grid = results[results.sweep == "grid"]
     stats = stats.assign(cell=stats.activation + "-" + stats.init)
-    converged = stats.dropna(subset=["mean"])
-    best = converged.loc[converged["mean"].idxmax()] if len(converged) else None
+    best = stats.loc[stats["mean"].idxmax()] if len(stats) else None
     return {
         "runs": len(results),
-        "diverged_runs": int(results["diverged"].sum()),
-        "not_converged_runs": int(results["n_c"].sum()),
+        "grid_runs": len(grid),
+        "grid_diverged_runs": int(grid["diverged"].sum()),
+        "grid_not_converged_runs": int(grid["n_c"].sum()),
         "chance_accuracy": chance,
         "best_cell": None if best is None else best["cell"],
         "best_mean_test_accuracy": None if best is None else float(best["mean"]),
-        "mean_test_accuracy": float(results.loc[~results["n_c"], "test_accuracy"].mean()),
+        "mean_test_accuracy": float(grid.loc[~grid["n_c"], "test_accuracy"].mean()),
         "findings": {f.key: f.verdict for f in findings},
-    }  # per-cell numbers are in plots/accuracy.csv: here only what `dvc exp show` compares
+    }
 
 
 def activations_figure(cfg, path: Path) -> None:
@@ -109,13 +119,11 @@ def published_comparison(means: pd.DataFrame) -> list:
                  for name, ours in cifar["ours"].items()
                  for theirs in [table.loc[name, activation]]]
         pairs = [(0 if t == "n/c" else t, o) for t, o in pairs if o is not None and t != "-"]
-        if len(pairs) >= 3 and len({t for t, _ in pairs}) > 1:
-            rho, p = scipy_stats.spearmanr([t for t, _ in pairs], [o for _, o in pairs])
-            agreement.append({"activation": activation, "inits compared": len(pairs),
-                              "spearman rho": rho, "p": p})
-        else:
-            agreement.append({"activation": activation, "inits compared": len(pairs),
-                              "spearman rho": float("nan"), "p": float("nan")})
+        rho = p = float("nan")
+        if len(pairs) >= 3:
+            rho, p = spearman_exact([t for t, _ in pairs], [o for _, o in pairs])
+        agreement.append({"activation": activation, "inits compared": len(pairs),
+                          "spearman rho": rho, "exact permutation p": p})
     lab_rows = [{"init": spec["init"], "published (full MNIST, Adam, 15 epochs)":
                  spec["accuracy"], "our init": lab["ours"][run],
                  "ours (relu, this study)": means.get("relu", {}).get(
@@ -132,7 +140,9 @@ def published_comparison(means: pd.DataFrame) -> list:
              "he, per activation:"),
         Table(pd.DataFrame(agreement), index=False),
         Text("Blank: no ordering to compare (the published values of that column are all "
-             "equal, or fewer than 3 of the inits are in our grid)."),
+             "equal, or fewer than 3 of the inits are in our grid). p is exact, over every "
+             "pairing of the inits: with 4 of them the smallest two-sided p possible is "
+             "2/24 = 0.083, so no agreement can be significant at 0.05."),
         Text(f"**{lab['title']}** ({lab['source']}), single runs, beside the mean of our relu "
              "runs with the matching init on the embedded subset (a different setup: context, "
              "not a replication; blank where that init is not in this study's grid):"),
@@ -140,16 +150,37 @@ def published_comparison(means: pd.DataFrame) -> list:
     ]
 
 
+def setup_lines(cfg, root: Path) -> dict[str, str]:
+    """How each sweep trained, in machine-independent units (StudyData.setup)."""
+    n_train = sum(class_counts("train"))
+    steps = cfg.depth_sweep.epochs * math.ceil(n_train / cfg.train.batch_size)
+    lines = {"grid": f"{cfg.optimizer.name} lr {cfg.optimizer.lr:g}, {cfg.train.epochs} "
+                     f"epochs",
+             "depth": f"{cfg.depth_sweep.epochs} epochs ({steps} {cfg.optimizer.name} steps "
+                      f"of {cfg.train.batch_size} examples)"}
+    rbm_cells = sorted((root / CELL_CONFIGS / "grid").glob("*-rbm.yaml"))
+    if rbm_cells:
+        cell = OmegaConf.load(rbm_cells[0])
+        rbm, hidden = cell.init.rbm, cell.model.depth - 1
+        lines["rbm"] = (f"{rbm.epochs} epochs of CD-{rbm.k} for each of the {hidden} hidden "
+                        f"layers, {rbm.epochs * hidden} passes over the training data (each "
+                        f"through the layers below), before the {cell.train.epochs} epochs of "
+                        "training that every init gets")
+    return lines
+
+
 def build(cfg) -> tuple[list, dict]:
     root = workspace_root()
     reports = root / "reports"
-    chance = majority_rate()
-    results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), chance,
-                                        cfg.report.chance_margin)
+    counts = class_counts()
+    chance = max(counts) / sum(counts)
+    results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), max(counts),
+                                        sum(counts), cfg.report.chance_margin)
     results = results.assign(accuracy=results.test_accuracy.fillna(chance))
     histories = per_run(results, "history.csv")
     data = StudyData(results, per_run(results, "layers.csv").merge(
-        results[["run_dir", "seed", "width"]]), histories, chance, cfg.report)
+        results[["run_dir", "seed", "width"]]), histories, chance, cfg.report,
+        setup_lines(cfg, root))
     grid = results[results.sweep == "grid"]
     inits, activations = list(cfg.study.inits), list(cfg.study.activations)
     stats = tables.cell_stats(grid)
@@ -170,45 +201,61 @@ def build(cfg) -> tuple[list, dict]:
             result.get()
     with atomic_path(reports / "plots" / "accuracy.csv") as tmp:
         stats.assign(cell=stats.activation + "-" + stats.init)[
-            ["cell", "init", "activation", "mean", "sd", "n_c"]].rename(
+            ["cell", "init", "activation", "mean", "sd", "runs", "n_c"]].rename(
             columns={"mean": "test_accuracy"}).to_csv(tmp, index=False)
 
     seeds = list(cfg.study.seeds)
+    more = grid.groupby(["activation", "init"]).size()
+    more = more[more != len(seeds)]
     blocks = [
         Heading(f"initlab report: study `{cfg.study.name}`", 1),
         Text(f"Each claim of the lecture \"Initialize weights in a smart way\", tested on "
-             f"{len(results)} training runs ({cfg.dataset.name}, {len(seeds)} seeds each). "
-             "Verdicts are computed from the data against the thresholds at the end; a "
-             "diverged run counts at the chance level (the majority-class rate, "
-             f"{100 * chance:.1f}%)."),
+             f"{len(results)} training runs ({cfg.dataset.name}, {len(seeds)} seeds a cell"
+             + (f"; {len(more)} grid cells train {int(more.max())}, for the checks that need "
+               "the power: `study.more_seeds`" if len(more) else "") + "). "
+             "Each finding is tested within its scope, the cases the claim was made for; "
+             "cases outside it are shown, labelled, and decide nothing. Verdicts are computed "
+             "from the data by the rule and thresholds at the end; a diverged run counts at "
+             f"the chance level (the majority-class rate, {100 * chance:.1f}%)."),
         Text(f"Sizes: the **grid** is {len(activations)} activations × {len(inits)} inits, an "
              f"MLP of {cfg.model.depth} weight layers × {cfg.model.width} units, "
-             f"{cfg.optimizer.name} (lr {cfg.optimizer.lr}), {cfg.train.epochs} epochs, batch "
-             f"{cfg.train.batch_size}. The **depth sweep** is depths "
+             f"{data.setup['grid']}, batch {cfg.train.batch_size}, momentum "
+             f"{cfg.optimizer.momentum:g}. The **depth sweep** is depths "
              f"{list(cfg.depth_sweep.depths)} × {list(cfg.depth_sweep.activations)} × "
              f"{list(cfg.depth_sweep.inits)}, width {cfg.depth_sweep.width}, "
-             f"{cfg.depth_sweep.epochs} epochs. The **batch-norm sweep** is the grid's model "
+             f"{data.setup['depth']}. The **batch-norm sweep** is the grid's model "
              f"with batch norm, {list(cfg.batchnorm_sweep.activations)} × "
-             f"{list(cfg.batchnorm_sweep.inits)}. Every finding names the runs it used."),
+             f"{list(cfg.batchnorm_sweep.inits)}."),
         Heading("Findings"),
-        Table(pd.DataFrame([{"finding": f.key, "claim": f.title, "verdict": f.verdict,
-                             "runs used": f.scope} for f in findings]), index=False),
+        Table(pd.DataFrame([{"finding": f.key, "claim": f.title, "verdict": f.headline,
+                             "scope": f.scope.text} for f in findings]), index=False),
     ]
     for f in findings:
         blocks += [Heading(f"{f.key}. {f.title}"), Text(f"Claim: {f.claim}"),
-                   Text(f.sentence), Table(f.table())]
+                   Text(f"Scope: {f.scope.text}."
+                        + (f" Cases outside it are shown: {f.scope.outside}."
+                           if f.scope.outside else "")),
+                   Text(f"**{f.headline}**."
+                        + (f" Why undecided: {f.why}." if f.why else "")),
+                   Table(f.table(), index=False)]
         blocks += [Text(note) for note in f.notes]
+        if f.theory:
+            blocks.append(Text(f"What theory predicts: {f.theory}"))
         for caption, table in f.tables.items():
             blocks += [Text(f"{caption}:"), Table(table)]
         if f.figure:
             blocks.append(Figure(f"figures/{f.figure}", f.caption))
     blocks += [
         Heading("Accuracy: inits × activations (grid)"),
-        Text(f"Test accuracy (%), mean ± sd over seeds. **n/c**: the runs diverged or stayed "
-             f"within {100 * cfg.report.chance_margin:.0f} points of the majority-class rate; "
-             "in brackets their mean accuracy. One row per run: [results.csv](results.csv)."),
-        Table(tables.accuracy_grid(stats, inits, activations)),
-        Figure("figures/accuracy_grid.png", "Mean test accuracy per init and activation."),
+        Text(f"Test accuracy (%), mean ± sd over every seed, the runs that did not train "
+             "included (a diverged run at the chance level). **n/c**: a run diverged or "
+             f"stayed within {100 * cfg.report.chance_margin:.0f} points of the "
+             "majority-class rate; `(k/n n/c)` counts them, `n/c (x)` marks a cell where "
+             "none trained, with its mean; `n=` a cell with more seeds than the study's. One "
+             "row per run: [results.csv](results.csv)."),
+        Table(tables.accuracy_grid(stats, inits, activations, len(seeds))),
+        Figure("figures/accuracy_grid.png", "Mean test accuracy per init and activation, "
+               "over every seed (n/c: no run trained)."),
         Figure("figures/learning_curves.png", "Validation accuracy and training loss per "
                "epoch (epoch 0 = at init); line = mean over seeds, band = min..max."),
         Figure("figures/activations_at_init.png", "Hidden-layer outputs at init on the probe "
@@ -216,12 +263,21 @@ def build(cfg) -> tuple[list, dict]:
                "Bengio 2010)."),
         *published_comparison(grid.groupby(["activation", "init"]).test_accuracy.mean()
                               .mul(100).unstack().to_dict("index")),
-        Heading("Thresholds"),
+        Heading("The rule and the thresholds"),
+        Text("A check holds when its interval (95%, Welch's t: it keeps its coverage at 5 "
+             "seeds a group) lies on the claim's side of its threshold, fails when it lies on "
+             "the other side, and is undecided otherwise or with fewer than `min_seeds` runs a "
+             "group. A case and a finding aggregate their checks by one rule "
+             "(`initlab.report.stats.aggregate`): **HOLDS** when every check in scope holds, "
+             "**FAILS** when every one fails, **PARTLY** when some hold and some fail (the "
+             "headline names which), **INCONCLUSIVE** otherwise, with the seeds an undecided "
+             "check would need for 80% power. `detectable (80%)` is the smallest distance from "
+             "the threshold a check detects with 80% power at the seeds it has."),
         Text("Every verdict uses these values (`report:` in params.yaml, defaults in "
              "`initlab.config.ReportConfig`):"),
         Table(pd.DataFrame([OmegaConf.to_container(cfg.report)]), index=False),
     ]
-    return blocks, summary(stats, grid, chance, findings)
+    return blocks, summary(stats, results, chance, findings)
 
 
 def attach_to_study_run(study: str, reports: Path) -> None:
@@ -248,7 +304,7 @@ def main() -> None:
         tmp.write_text(to_html(blocks, f"initlab report: {cfg.study.name}", reports))
     attach_to_study_run(cfg.study.name, reports)
     verdicts = ", ".join(f"{k} {v}" for k, v in info["findings"].items())
-    print(f"report: reports/report.md and report.html ({info['runs']} grid runs). Best cell "
+    print(f"report: reports/report.md and report.html ({info['runs']} runs). Best cell "
           f"{info['best_cell']} at {100 * info['best_mean_test_accuracy']:.1f}% test accuracy. "
           f"Findings: {verdicts}. Browse the runs: `make ui`.")
 

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from initlab.report.stats import NOT_REPRODUCED, REPRODUCED  # noqa: E402
+from initlab.report.stats import FAILS, HOLDS  # noqa: E402
 
 
 class RunCurves:
@@ -81,17 +81,20 @@ def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list
 
 def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[str],
                      path: Path) -> None:
-    """Mean test accuracy per (init, activation) over converged runs; n/c cells left blank."""
+    """Mean test accuracy per (init, activation) over every seed; "n/c" where no run trained."""
     grid = stats.pivot(index="init", columns="activation", values="mean").reindex(
         index=inits, columns=activations)
+    untrained = stats.assign(none=stats.n_c == stats.runs).pivot(
+        index="init", columns="activation", values="none").reindex(
+        index=inits, columns=activations)
     fig, ax = plt.subplots(figsize=(1.6 * len(activations) + 2, 0.6 * len(inits) + 1.5))
-    image = ax.imshow(grid.values, vmin=0, vmax=1, cmap="viridis")
+    image = ax.imshow(grid.values.astype(float), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(activations)), activations)
     ax.set_yticks(range(len(inits)), inits)
     for (i, j), value in pd.DataFrame(grid.values).stack().items():
-        ax.text(j, i, f"{100 * value:.1f}", ha="center", va="center",
-                color="white" if value < 0.6 else "black")
-    fig.colorbar(image, ax=ax, label="test accuracy (n/c blank)")
+        ax.text(j, i, "n/c" if untrained.iat[i, j] else f"{100 * value:.1f}", ha="center",
+                va="center", color="white" if value < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="test accuracy (mean over seeds)")
     _save(fig, path, dpi=110)
 
 
@@ -165,7 +168,8 @@ def seed_spread(histories: pd.DataFrame, path: Path) -> None:
 @_needs_data
 def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) -> None:
     """F3: weight-gradient norm per layer at init, a line per depth (log scale), a row per
-    activation and a column per init; last column: log10 first/last ratio against depth."""
+    activation and a column per init; last column: log10 of the first hidden layer's over the
+    last hidden layer's against depth (`findings.hidden_gradient_ratios`)."""
     activations, inits = sorted(at_init.activation.unique()), sorted(at_init.init.unique())
     fig, axes = plt.subplots(len(activations), len(inits) + 1, squeeze=False,
                              figsize=(3.2 * (len(inits) + 1), 2.8 * len(activations)))
@@ -185,7 +189,7 @@ def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) 
             mean = group.groupby("depth").log10_ratio.mean()
             ratio_ax.plot(mean.index, mean.values, marker="o", label=init)
         ratio_ax.axhline(0, color="black", linewidth=0.6)
-        ratio_ax.set_title(f"{activation}: log10(first / last)", fontsize="small")
+        ratio_ax.set_title(f"{activation}: log10(hidden 2 / hidden L-1)", fontsize="small")
         ratio_ax.legend(fontsize="x-small")
     for ax in axes[-1, :-1]:
         ax.set_xlabel("layer")
@@ -196,15 +200,17 @@ def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) 
 
 @_needs_data
 def differences(checks, label: str, path: Path) -> None:
-    """F4, F7: one estimate with its confidence interval per check."""
+    """F4, F7, F8: one estimate with its confidence interval per check (faint: outside the
+    finding's scope)."""
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(checks) + 1.2))
     for i, check in enumerate(checks):
-        ax.errorbar(check.estimate, i, xerr=[[check.estimate - check.low],
-                                             [check.high - check.estimate]], fmt="o",
-                    color={REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red"}.get(
-                        check.verdict, "tab:gray"))
+        c = check.interval
+        ax.errorbar(c.estimate, i, xerr=[[c.estimate - c.low], [c.high - c.estimate]], fmt="o",
+                    color={HOLDS: "tab:green", FAILS: "tab:red"}.get(check.verdict, "tab:gray"),
+                    alpha=1.0 if check.in_scope else 0.35)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(checks)), [c.case for c in checks], fontsize="small")
+    ax.set_yticks(range(len(checks)), [f"{c.case}: {c.comparison}" for c in checks],
+                  fontsize="small")
     ax.set_xlabel(label)
     _save(fig, path)
 
@@ -237,16 +243,6 @@ def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("init seconds per run (log)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize="small", ncol=2)
-    _save(fig, path)
-
-
-@_needs_data
-def variance_shares(table: pd.DataFrame, path: Path) -> None:
-    """F8: eta^2 (share of the accuracy variance) per ANOVA source."""
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.barh(table.index, table.eta_sq, color="tab:blue")
-    ax.set_xlabel("eta² (share of variance)")
-    ax.set_xlim(0, 1)
     _save(fig, path)
 
 
