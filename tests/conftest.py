@@ -57,8 +57,8 @@ def update_params(root: Path, **sections) -> None:
 
 SMALL_STUDY = dict(
     study={"name": "small", "activations": ["tanh", "relu"], "inits": ["zero", "he"],
-           "seeds": [0, 1], "more_seeds": {"activations": [], "inits": []}},
-    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
+           "seeds": [0, 1], "more_seeds": {"activations": []}},
+    depth_sweep={"depths": [4], "activations": ["relu"], "inits": ["he"], "width": 16,
                  "epochs": 1},
     batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
     model={"depth": 2, "width": 32},

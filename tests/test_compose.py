@@ -23,11 +23,11 @@ def test_a_file_per_cell_with_its_sweeps_overrides(prepared_project):
     configs = compose(prepared_project)
     assert set(configs) == {"runs/configs/grid/tanh-zero.yaml", "runs/configs/grid/tanh-he.yaml",
                             "runs/configs/grid/relu-zero.yaml", "runs/configs/grid/relu-he.yaml",
-                            "runs/configs/depth/relu-he-d3.yaml",
+                            "runs/configs/depth/relu-he-d4.yaml",
                             "runs/configs/batchnorm/relu-he-bn.yaml"}
-    depth = OmegaConf.create(configs["runs/configs/depth/relu-he-d3.yaml"])
-    assert (depth.model.depth, depth.model.width, depth.train.epochs) == (3, 16, 1)
-    assert depth.run_dir == "runs/depth/relu-he-d3" and not depth.model.batchnorm
+    depth = OmegaConf.create(configs["runs/configs/depth/relu-he-d4.yaml"])
+    assert (depth.model.depth, depth.model.width, depth.train.epochs) == (4, 16, 1)
+    assert depth.run_dir == "runs/depth/relu-he-d4" and not depth.model.batchnorm
     assert OmegaConf.create(configs["runs/configs/batchnorm/relu-he-bn.yaml"]).model.batchnorm
     grid = OmegaConf.create(configs["runs/configs/grid/tanh-he.yaml"])
     assert (grid.activation.name, grid.init.name, grid.model.depth) == ("tanh", "he", 2)

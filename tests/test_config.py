@@ -26,7 +26,7 @@ CASES = [
     (["model.depth=0"], {}, ["model.depth=0", ">= 1"]),
     (["train.batch_size=100000"], {}, ["train.batch_size=100000", "3500 training examples"]),
     (["train.augment=flip"], {}, ["train.augment='flip'", "mirror_crop"]),
-    (["model=cnn"], {}, ["depth_sweep.depths=[3] is not allowed: [] with model=cnn"]),
+    (["model=cnn"], {}, ["depth_sweep.depths=[4] is not allowed: [] with model=cnn"]),
     (["optimizer.milestones=[500,300]"], {}, ["optimizer.milestones=[500, 300]", "increasing"]),
     (["model=cnn", "init=rbm", "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]"], {},
      ["init='rbm' is not allowed: with model=cnn"]),

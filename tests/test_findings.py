@@ -137,7 +137,8 @@ def test_f3_vanishing_gradients(out):
                    out) == FAILS
     not_normal = lambda a, i, d: 1.0 if i == "normal" else vanishing(a, i, d)  # noqa: E731
     partly = F.f3_vanishing_gradients(make_data(textbook, grad_ratio=not_normal), out)
-    assert partly.verdict == PARTLY and "fails for sigmoid + normal (+0.0 decades"         in partly.headline
+    assert partly.verdict == PARTLY
+    assert "fails for sigmoid + normal (+0.0 decades" in partly.headline
     assert verdict(F.f3_vanishing_gradients, make_data(textbook, grad_ratio=vanishing,
                                                        seeds=2), out) == INCONCLUSIVE
     # the input layer's own gradient (layer 0) moves nothing: only hidden layers count

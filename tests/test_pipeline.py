@@ -12,7 +12,7 @@ from conftest import SMALL_STUDY, run, update_params
 from mlflow.tracking import MlflowClient
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
-OTHER_SWEEPS = {"relu-he-d3", "relu-he-bn"}  # the small depth and batch-norm sweeps
+OTHER_SWEEPS = {"relu-he-d4", "relu-he-bn"}  # the small depth and batch-norm sweeps
 pytestmark = pytest.mark.xdist_group("small_study")  # one worker builds it, for test_browser too
 
 
@@ -41,10 +41,15 @@ def test_repro_trains_every_cell_and_writes_the_report(study):
     assert set(results.cell) == CELLS | OTHER_SWEEPS
     assert set(results.sweep) == {"grid", "depth", "batchnorm"}
     summary = json.loads((root / "reports/summary.json").read_text())
-    assert summary["runs"] == 8 and summary["best_cell"] in {"tanh-he", "relu-he"}
+    assert summary["runs"] == 12 and summary["grid_runs"] == 8
+    assert summary["best_cell"] in {"tanh-he", "relu-he"}
     assert set(summary["findings"]) == {f"F{i}" for i in range(1, 9)}
-    for figure in ("learning_curves.png", "accuracy_grid.png", "f1_zero_init.png"):
+    for figure in ("learning_curves.png", "accuracy_grid.png", "f1_zero_init.png",
+                   "theory_backward.png", "theory_forward.png", "theory_tanh_phase.png"):
         assert (root / "reports/figures" / figure).stat().st_size > 10_000
+    report = (root / "reports/report.md").read_text()
+    theory = report[report.index("## Theory beside the measurements"):]
+    assert re.search(r"\| relu \| he \| 4 \| 2 \|.*\| agrees \|", theory), theory[:3000]
     html = (root / "reports/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 10  # self-contained
     assert not (root / "outputs").exists()  # Hydra litters nothing

@@ -6,11 +6,13 @@ in test_train: the next evaluate replaces it.)"""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +20,13 @@ import pytest
 from conftest import copy_project, processes, project_env, run, update_params
 from mlflow.tracking import MlflowClient
 
+from initlab.train import CELL_JSON
+
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
 
 STUDY = dict(
-    study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1]},
+    study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1],
+           "more_seeds": {"activations": []}},
     depth_sweep={"depths": [], "activations": [], "inits": []},
     batchnorm_sweep={"activations": [], "inits": []},
     model={"depth": 2, "width": 32},
@@ -172,28 +177,67 @@ def logging_env(root, store: Path, workers: str = "2") -> dict[str, str]:
             "INITLAB_LOGGING_WORKERS": workers}
 
 
+@contextmanager
+def held_before_logging(root: Path):
+    """Hold `evaluate` at a known point: the first cell's record (relu-zero's cell.json)
+    becomes a named pipe, so the stage blocks reading it, before it has handed any cell to a
+    logging worker, until `release(process)` writes the record into the pipe. The file is
+    restored after."""
+    record = root / "runs" / "grid" / "relu-zero" / CELL_JSON
+    saved = record.read_bytes()
+    record.unlink()
+    os.mkfifo(record)
+
+    def release(process: subprocess.Popen):
+        while True:  # until the stage has the pipe open to read (its first cell)
+            try:
+                pipe = os.open(record, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        os.set_blocking(pipe, True)
+        with os.fdopen(pipe, "wb") as writer:
+            writer.write(saved)
+
+    try:
+        yield release
+    finally:
+        record.unlink()
+        record.write_bytes(saved)
+
+
+def run_ids(store: Path) -> dict[str, str]:
+    return {r.info.run_id: status for status, runs in runs_by_status(store).items()
+            for r in runs}
+
+
 def test_a_killed_evaluate_or_logging_worker_leaves_no_worker_and_nothing_lost(project,
                                                                                tmp_path):
+    run(["dvc", "repro"], project)  # trained here, whichever test ran before (or none)
     env = logging_env(project, tmp_path)
-    # A worker killed: the stage fails at once, naming it; the other worker ends with it.
-    process, workers = evaluate_until_it_logs(project, env)
-    os.kill(workers[0], signal.SIGKILL)
+    # A worker killed: the stage fails, naming it; the other worker ends with it.
+    with held_before_logging(project) as release:
+        process, workers = evaluate_until_it_logs(project, env)
+        os.kill(workers[0], signal.SIGKILL)
+        release(process)
     output = process.communicate(timeout=60)[0]
     assert process.returncode != 0 and "exited with status -9" in output, output
     assert not logging_workers(project)
     assert not list((project / "reports").glob(".*tmp*"))
-    # The stage killed: its workers end with it (a worker left alone would log every cell
-    # queued to it).
-    finished_before = len(runs_by_status(tmp_path).get("FINISHED", []))
-    process, _ = evaluate_until_it_logs(project, env)
-    process.kill()
-    process.communicate(timeout=30)
-    deadline = time.monotonic() + 30
-    while logging_workers(project):
-        assert time.monotonic() < deadline, "a logging worker outlived its evaluate"
-        time.sleep(0.2)
-    logged = {status: len(runs) for status, runs in runs_by_status(tmp_path).items()}
-    assert logged.get("FINISHED", 0) + logged.get("FAILED", 0) < 4, (finished_before, logged)
+    # The stage killed while it holds every cell: its workers end with it and log nothing (a
+    # worker left alone would log every cell queued to it).
+    before = run_ids(tmp_path)
+    with held_before_logging(project):
+        process, _ = evaluate_until_it_logs(project, env)
+        process.kill()
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 30
+        while logging_workers(project):
+            assert time.monotonic() < deadline, "a logging worker outlived its evaluate"
+            time.sleep(0.2)
+    assert run_ids(tmp_path) == before
     # The next evaluate deletes every incomplete run and logs its seed again.
     run([sys.executable, "-m", "initlab.evaluate"], project, env=env)
     statuses = runs_by_status(tmp_path)
@@ -202,6 +246,7 @@ def test_a_killed_evaluate_or_logging_worker_leaves_no_worker_and_nothing_lost(p
 
 
 def test_a_bad_logging_workers_value_fails_with_one_message(project, tmp_path):
+    run(["dvc", "repro"], project)
     result = run([sys.executable, "-m", "initlab.evaluate"], project, check=False,
                  env=logging_env(project, tmp_path, workers="two"))
     assert result.returncode == 2

@@ -131,6 +131,9 @@ class ReportConfig:
     vanishing_decades: float = 2.0
     # Stable: the ratio within this many decades of 1.
     stable_decades: float = 1.0
+    # Theory and measurement agree when their first/last hidden-layer gradient ratios differ
+    # by at most this many decades (width 64: finite-width spread over 17 layers ~0.2).
+    theory_decades: float = 0.25
 
 
 @dataclass

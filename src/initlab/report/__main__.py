@@ -28,15 +28,21 @@ from initlab.config import (
     reported_errors,
     workspace_root,
 )
-from initlab.data.prepare import prepared_dir
+from initlab.data.prepare import load_split, prepared_dir
 from initlab.io import atomic_path, write_json
-from initlab.report import figures, tables
+from initlab.report import figures, predicted, tables
 from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from initlab.report.findings import FINDINGS, StudyData
 from initlab.report.stats import spearman_exact
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
 # Glorot & Bengio-style histograms: each activation under a naive and a good init.
+# Which cells' theory a finding states (activation, init, of the forward signal).
+THEORY_LINES = {
+    "F3": [("sigmoid", "xavier", False), ("sigmoid", "he", False), ("sigmoid", "normal", False),
+           ("relu", "he", False)],
+    "F5": [("relu", "xavier", True), ("relu", "he", True)],
+}
 HISTOGRAM_CASES = [("sigmoid", "normal"), ("sigmoid", "xavier"), ("tanh", "normal"),
                    ("tanh", "xavier"), ("relu", "normal"), ("relu", "he")]
 
@@ -104,6 +110,25 @@ def activations_figure(cfg, path: Path) -> None:
             outputs = model.layer_outputs(x.unsqueeze(0))[:-1]
         samples[(activation, init)] = [h.flatten().numpy() for _, h in outputs]
     figures.activation_histograms(samples, path)
+
+
+def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, input_q,
+                 figures_dir: Path) -> pd.DataFrame:
+    """Theory beside the depth sweep's probes (`predicted.compare`) and test accuracy, and its
+    three figures."""
+    features, classes = math.prod(cfg.dataset.image_shape), cfg.dataset.num_classes
+    measured, tables = predicted.per_layer(depth_layers, input_q, features, classes)
+    figures.theory_layers(measured, tables, "z_std", "pre-activation sd",
+                          figures_dir / "theory_forward.png", log=True)
+    figures.theory_layers(measured, tables, "log10_grad_norm", "log10 grad norm / last hidden",
+                          figures_dir / "theory_backward.png")
+    inits = sorted({*cfg.study.inits, *cfg.depth_sweep.inits})
+    figures.order_to_chaos(*predicted.phase("tanh", inits, cfg.depth_sweep.width),
+                           figures_dir / "theory_tanh_phase.png")
+    comparison = predicted.compare(depth_layers, input_q, features, classes,
+                                   cfg.report.theory_decades)
+    accuracy = depth_runs.groupby(["activation", "init", "depth"]).accuracy.mean()
+    return comparison.join(accuracy.rename("test accuracy"), on=["activation", "init", "depth"])
 
 
 def published_comparison(means: pd.DataFrame) -> list:
@@ -184,6 +209,8 @@ def build(cfg) -> tuple[list, dict]:
     grid = results[results.sweep == "grid"]
     inits, activations = list(cfg.study.inits), list(cfg.study.activations)
     stats = tables.cell_stats(grid)
+    x, _ = load_split("train")  # as numpy: the parent runs no torch op before the fork
+    input_q = np.square(x[:cfg.train.probe_size].flatten(1).numpy().astype(float)).mean(1)
     # The findings and figures (a few seconds each, mostly pure-Python matplotlib) are made
     # by a pool of processes, one per core, forked from this one (torch imported, no op run).
     figures_dir = reports / "figures"
@@ -195,8 +222,15 @@ def build(cfg) -> tuple[list, dict]:
             (figures.learning_curves, (histories[histories.sweep == "grid"], activations,
                                        inits, tmp / "learning_curves.png")),
             (figures.accuracy_heatmap, (stats, inits, activations, tmp / "accuracy_grid.png"))]]
+        theory = pool.apply_async(theory_parts, (cfg, data.layers[data.layers.sweep == "depth"],
+                                                 data.sweep("depth"), input_q, tmp))
         found = [pool.apply_async(finding, (data, tmp)) for finding in FINDINGS]
         findings = [result.get() for result in found]
+        comparison = theory.get()
+        for finding in findings:
+            finding.theory = "; ".join(filter(None, [
+                predicted.line(comparison, activation, init, forward)
+                for activation, init, forward in THEORY_LINES.get(finding.key, [])]))
         for result in drawn:
             result.get()
     with atomic_path(reports / "plots" / "accuracy.csv") as tmp:
@@ -245,6 +279,7 @@ def build(cfg) -> tuple[list, dict]:
             blocks += [Text(f"{caption}:"), Table(table)]
         if f.figure:
             blocks.append(Figure(f"figures/{f.figure}", f.caption))
+    blocks += theory_section(cfg, comparison)
     blocks += [
         Heading("Accuracy: inits × activations (grid)"),
         Text(f"Test accuracy (%), mean ± sd over every seed, the runs that did not train "
@@ -278,6 +313,46 @@ def build(cfg) -> tuple[list, dict]:
         Table(pd.DataFrame([OmegaConf.to_container(cfg.report)]), index=False),
     ]
     return blocks, summary(stats, results, chance, findings)
+
+
+def theory_section(cfg, comparison: pd.DataFrame) -> list:
+    """Mean-field theory's prediction for every cell of the depth sweep beside its probes."""
+    deepest = comparison[comparison.depth == comparison.depth.max()] if len(comparison) \
+        else comparison
+    broken = deepest[deepest.verdict.astype(str).str.startswith("breaks")]
+    return [
+        Heading("Theory beside the measurements"),
+        Text("Mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) predicts, from an "
+             "init's weight variance sigma_w² alone, each layer's pre-activation variance "
+             "q = sigma_w² E[phi(√q' z)²] and how the backward signal moves per layer, "
+             "chi = sigma_w² E[phi'(√q z)²] (½ log10 chi decades a layer; chi = 1 is the edge "
+             "of chaos). `python -m initlab.theory activation=tanh init=xavier "
+             "model.depth=50` prints the table for any config without training "
+             "(`src/initlab/theory.py`). Below, the prediction for every cell of the depth "
+             "sweep against its probes at init: the first/last hidden-layer gradient ratio "
+             "(F3's measure, decades) and the pre-activation sd's change across the hidden "
+             f"layers. They agree when the ratios differ by at most "
+             f"{cfg.report.theory_decades:g} decades; where they do not, the verdict names the "
+             "assumption that broke."),
+        Table(comparison.round(3), index=False),
+        Text("Where theory breaks at the deepest depth: "
+             + ("; ".join(f"{r.activation} + {r.init} ({r.verdict[len('breaks: '):]}: "
+                          f"{r.predicted:+.2f} predicted, {r.measured:+.2f} measured)"
+                          for r in broken.itertuples())
+                if len(broken) else "nowhere")
+             + ". Zero, constant and rbm are outside the theory (no weights of a set variance, "
+             "or weights fitted to the data), and so is batch norm, which rescales every layer "
+             "by its batch's statistics."),
+        Figure("figures/theory_backward.png", "Weight-gradient norm per hidden layer at init "
+               "over the last hidden layer's (log10), the deepest nets of the depth sweep: a "
+               "dot per seed, the line theory's."),
+        Figure("figures/theory_forward.png", "Pre-activation sd per layer at init, the deepest "
+               "nets of the depth sweep: a dot per seed, the line theory's."),
+        Figure("figures/theory_tanh_phase.png", "Order to chaos for tanh: chi_1 over the "
+               "weight and bias variance, the edge of chaos (black) and the study's inits at "
+               "bias 0 with their predicted trainable depth, 6 xi_c layers (Schoenholz et al. "
+               "2017; xavier sits on the edge, where xi_c is infinite)."),
+    ]
 
 
 def attach_to_study_run(study: str, reports: Path) -> None:

@@ -102,14 +102,14 @@ def _needs_data(draw):
     """A finding's figure: when the study has no runs for it (its sweep is empty), a figure
     that says so instead of an error."""
     @functools.wraps(draw)
-    def wrapper(data, *args):
+    def wrapper(data, *args, **kwargs):
         if len(data) == 0:
             fig, ax = plt.subplots(figsize=(6, 1.5))
             ax.axis("off")
             ax.text(0.5, 0.5, "no runs of this study test this claim\n(its sweep is empty)",
                     ha="center", va="center")
             return _save(fig, args[-1])
-        return draw(data, *args)
+        return draw(data, *args, **kwargs)
     return wrapper
 
 
@@ -258,4 +258,52 @@ def activation_histograms(samples: dict[tuple[str, str], list], path: Path) -> N
         ax.set_title(f"{key[0]} + {key[1]}", fontsize="small")
         ax.set_yscale("log")
     axes[0, 0].legend(fontsize="x-small")
+    _save(fig, path)
+
+
+@_needs_data
+def theory_layers(measured: pd.DataFrame, predictions: dict, column: str, label: str,
+                  path: Path, log: bool = False) -> None:
+    """Theory beside the probes at init, a panel per (activation, init) of the depth sweep's
+    deepest nets: `column` per layer measured (a dot per seed) and predicted (the line)."""
+    activations, inits = sorted(measured.activation.unique()), sorted(measured.init.unique())
+    fig, axes = plt.subplots(len(activations), len(inits), squeeze=False, sharex=True,
+                             figsize=(3.3 * len(inits), 2.7 * len(activations)))
+    for row, activation in enumerate(activations):
+        for col, init in enumerate(inits):
+            ax = axes[row, col]
+            runs = measured[(measured.activation == activation) & (measured.init == init)]
+            ax.scatter(runs.layer + 1, runs[column], s=8, color="tab:blue", alpha=0.5,
+                       label="measured (a seed)")
+            table = predictions.get((activation, init))
+            if table is not None:
+                ax.plot(table.layer + 1, table[column], color="tab:red", label="theory")
+            ax.set_title(f"{activation} + {init}", fontsize="small")
+            if log:
+                ax.set_yscale("log")
+        axes[row, 0].set_ylabel(label, fontsize="small")
+    for ax in axes[-1]:
+        ax.set_xlabel("weight layer")
+    axes[0, 0].legend(fontsize="x-small")
+    _save(fig, path)
+
+
+def order_to_chaos(sigma_w2, sigma_b2, chi, inits: dict[str, tuple[float, float]],
+                   path: Path) -> None:
+    """The (sigma_w^2, sigma_b^2) plane of a tanh net: log10 chi_1 (blue ordered, red chaotic),
+    the edge of chaos (chi_1 = 1), and where each init sits with its trainable depth 6 xi_c."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    image = ax.pcolormesh(sigma_w2, sigma_b2, np.log10(chi), cmap="coolwarm", vmin=-1, vmax=1,
+                          shading="auto")
+    ax.contour(sigma_w2, sigma_b2, chi, levels=[1.0], colors="black")
+    for i, (name, (x, xi)) in enumerate(sorted(inits.items(), key=lambda item: item[1][0])):
+        ax.plot(x, 0.0, "k^", clip_on=False)
+        ax.annotate(f"{name}\n6 xi_c ≈ {6 * xi:.0f} layers", (x, 0.0), fontsize="x-small",
+                    textcoords="offset points", xytext=(0, 8 + 22 * (i % 2)), ha="center")
+    ax.set_xscale("log")
+    ax.set(xlabel="sigma_w² (weight variance × fan_in)", ylabel="sigma_b² (bias variance)",
+           title="tanh: order (chi < 1, gradients vanish) to chaos (chi > 1); black: the edge")
+    fig.colorbar(image, ax=ax, label="log10 chi_1")
     _save(fig, path)

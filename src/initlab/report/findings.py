@@ -460,7 +460,10 @@ def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
     non-linearity, the wrong non-linearity against the right one under a good init."""
     t, grid = data.thresholds, data.sweep("grid")
     confidence, checks = t.confidence, []
-    acc = lambda activation, init: data.accuracies("grid", activation=activation, init=init)  # noqa: E731
+
+    def acc(activation, init):
+        return data.accuracies("grid", activation=activation, init=init)
+
     for naive in NAIVE_INITS:
         a, b = acc("relu", "he"), acc("relu", naive)
         if len(a) and len(b):
