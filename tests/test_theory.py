@@ -38,6 +38,19 @@ def test_every_expectation_matches_a_million_sample_monte_carlo(activation):
             assert abs(sample.mean() - value) <= 5 * error + 1e-12, (activation, q)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "elu", "selu", "gelu", "silu",
+                                        "softplus"])
+def test_quadrature_has_its_stated_accuracy(activation):
+    fn = ACTIVATIONS[activation].fn
+    for q in (0.01, 2.5, 500.0):
+        def integrand(z):
+            return float(fn(torch.tensor(math.sqrt(q) * z, dtype=torch.float64))) ** 2 \
+                * stats.norm.pdf(z)
+        reference = sum(integrate.quad(integrand, a, b, epsabs=1e-14, epsrel=1e-13,
+                                       limit=200)[0] for a, b in [(-12, 0), (0, 12)])
+        assert theory.moments(activation, [q])[0][0] == pytest.approx(reference, rel=1e-9)
+
+
 def test_relu_he_keeps_q_constant_and_chi_at_one():
     table = theory.propagate("relu", "he", [100, 64, 64, 64, 64, 10], [0.2])
     hidden = table.q.iloc[1:]

@@ -16,8 +16,9 @@ The expectations use the closed forms where they exist (the arc-cosine kernel at
 and leaky relu, Cho & Saul 2009; maxout of two i.i.d. Gaussian pieces keeps E[h^2] = q and
 passes the gradient through exactly one piece), else Gauss-Legendre quadrature of the Gaussian
 integral on each side of 0, where elu and selu have their kink (Gauss-Hermite over the whole
-line loses ~0.5% there), QUADRATURE_NODES a side over 10 standard deviations (checked against a
-10^6-sample Monte Carlo in the tests).
+line loses ~0.5% there), QUADRATURE_NODES a side over 10 standard deviations: relative error
+below 1e-9 for q from 0.01 to 500 (tested against adaptive quadrature, and against a
+10^6-sample Monte Carlo).
 
     python -m initlab.theory activation=tanh init=xavier model.depth=50
 """
