@@ -180,7 +180,7 @@ def main() -> None:
         rows = []
         with logging_workers(cfg.study.name, worker_count(len(cells))) as log_runs:
             # One thread measures: the logging workers take the cores, and OpenMP threads
-            # that wait for a core spin on it (README, "Parallel experiments").
+            # that wait for a core spin on it (docs/reproducibility.md, "Parallel experiments").
             torch.set_num_threads(1)
             x_test, y_test = load_split("test")
             mlflow_client = tracking.client()
