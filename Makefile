@@ -7,11 +7,21 @@ export PATH := $(BIN):$(PATH)
 .PHONY: setup study test ui
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency at the exact version and hashes of requirements.lock; initlab itself on top.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet pip==26.3
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Refresh requirements.lock from pyproject.toml: keeps the locked versions that still satisfy
+# it; `make lock UPGRADE=--upgrade` takes the newest the index has.
+.PHONY: lock
+lock: setup
+	$(BIN)/pip install --quiet uv==0.13.9
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 $(UPGRADE) -o requirements.lock
 
 study: setup
 	dvc repro

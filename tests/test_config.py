@@ -10,7 +10,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from initlab.config import load_config, study_cells
+from initlab.cells import study_cells
+from initlab.config import load_config
 
 CASES = [
     # (command-line overrides, params.yaml text replacements, expected message parts)
@@ -31,6 +32,8 @@ CASES = [
     (["model=cnn", "init=rbm", "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]"], {},
      ["init='rbm' is not allowed: with model=cnn"]),
     ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
+    (["init=lsuv", "init.lsuv.tol=0"], {}, ["init.lsuv.tol=0", "must be > 0"]),
+    (["init=rbm", "init.rbm.k=0"], {}, ["init.rbm.k=0", "must be >= 1"]),
     ([], {"model:": "modle:"},
      ["params.yaml", "unknown key 'modle'", "allowed sections", "'model'"]),
     ([], {"  depth:": "  dpeth:"}, ["params.yaml", "unknown key 'model.dpeth'", "'depth'"]),
@@ -109,3 +112,24 @@ def test_every_preset_composes_every_cell(preset, tmp_path, monkeypatch):
         composed = load_config(cell.overrides)
         assert composed.run_dir == cell.run_dir
         assert composed.dataset.name == cfg.dataset.name and composed.model.name == cfg.model.name
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "init"])
+def test_no_yaml_repeats_a_default_of_the_schema(group):
+    """Defaults live in one layer: a choice's YAML sets only what differs from the schema's
+    dataclass (an init's options sit beside its code, with their defaults)."""
+    from omegaconf import OmegaConf
+
+    from initlab.schema import Config
+
+    schema = OmegaConf.structured(Config)[group]
+    for path in sorted((REPO / "conf" / group).glob("*.yaml")):
+        values = OmegaConf.to_container(OmegaConf.load(path))
+        for key, value in values.items():
+            if key == "name":
+                continue
+            default = OmegaConf.select(schema, key, throw_on_missing=False)  # None if MISSING
+            if isinstance(value, dict):  # an init's options: {} takes its dataclass's defaults
+                assert value == {}, (path.name, key, value)
+            else:
+                assert value != default, f"{path.name}: {key}: {value} is the schema's default"

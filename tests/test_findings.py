@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initlab.config import ReportConfig
 from initlab.report import findings as F
 from initlab.report.stats import FAILS, HOLDS, INCONCLUSIVE, PARTLY
+from initlab.schema import ReportConfig
 
 CHANCE = 0.1
 INITS = ["zero", "uniform", "normal", "xavier", "he", "orthogonal", "lsuv", "rbm"]

@@ -89,6 +89,22 @@ def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
     assert len(serving[0]) == 1 and serving[1] == serving[0]  # the second cell reused it
 
 
+def test_the_switch_trains_in_the_clients_own_process(project, env):
+    """INITLAB_FORKSERVER=0: no server, the same cell; a bad value is one clear error."""
+    fresh = {**env, "XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"] + "/off"}
+    Path(fresh["XDG_RUNTIME_DIR"]).mkdir(exist_ok=True)
+    run([sys.executable, "-m", "initlab.train", "--cell", CELL], project, env=env)
+    expected = outputs(project / "runs/grid/relu-he")
+    done = run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project,
+               env={**fresh, "INITLAB_FORKSERVER": "0"})
+    assert "relu-he-s1: 2 epochs" in done.stdout
+    assert outputs(project / "runs/grid/relu-he") == expected
+    assert not servers(fresh) and not list(Path(fresh["XDG_RUNTIME_DIR"]).rglob("*.sock*"))
+    bad = run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project,
+              check=False, env={**fresh, "INITLAB_FORKSERVER": "yes"})
+    assert bad.returncode == 2 and "INITLAB_FORKSERVER='yes' is not allowed" in bad.stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_stopping_the_client_stops_the_cell_and_leaves_nothing(project, env, tmp_path, signum):
     long_cell = cell_config(project, tmp_path, run_dir="runs/grid/long",

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from initlab.activations import ACTIVATIONS
-from initlab.config import ConfigError, load_config
+from initlab.config import load_config
 from initlab.data.prepare import load_split
+from initlab.errors import ConfigError
 from initlab.inits import INITS
 from initlab.inits.data_dependent import lsuv
 from initlab.models import FITNET4_PUBLISHED_PARAMETERS, build_model

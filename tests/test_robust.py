@@ -20,7 +20,7 @@ import pytest
 from conftest import copy_project, processes, project_env, run, update_params
 from mlflow.tracking import MlflowClient
 
-from initlab.train import CELL_JSON
+from initlab.layout import CELL_JSON
 
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
 

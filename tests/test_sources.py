@@ -24,10 +24,11 @@ import yaml
 from conftest import REPO, copy_project
 from torchvision import datasets
 
-from initlab.config import ConfigError, load_config
+from initlab.config import load_config
 from initlab.data.download import download
 from initlab.data.prepare import load_split, prepare
 from initlab.data.sources import CIFAR_BATCHES, IDX_FILES
+from initlab.errors import ConfigError
 
 RNG = np.random.default_rng(0)
 IMAGES = {"train": RNG.integers(0, 256, (100, 28, 28), dtype=np.uint8),

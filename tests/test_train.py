@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
+from initlab.layout import CELL_JSON
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
 from initlab.tracking import (
@@ -27,7 +28,7 @@ from initlab.tracking import (
     study_run,
     unlogged_seeds,
 )
-from initlab.train import CELL_JSON, fit, seed_generator, train_cell
+from initlab.train import fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
 

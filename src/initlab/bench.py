@@ -53,13 +53,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from initlab.config import load_config, workspace_root
+from initlab import layout
+from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
 from initlab.io import atomic_path, write_json
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
-from initlab.train import CELL_JSON, fit, initialize, seed_generator
+from initlab.paths import workspace_root
+from initlab.train import fit, initialize, seed_generator
 
 ROUNDS = 3
 FLOOR_WIDTH = 8  # (b'): the default cell with 8-unit hidden layers, the same ops on ~no FLOPs
@@ -222,7 +224,7 @@ def repro_study(quick: bool) -> dict:
 
         wall = timed(["dvc", "repro"])
         noop = timed(["dvc", "repro"])
-        ran = [json.loads(p.read_text()) for p in copy.glob(f"runs/*/*/{CELL_JSON}")]
+        ran = [json.loads(p.read_text()) for p in copy.glob(f"runs/*/*/{layout.CELL_JSON}")]
         training = sum(cell["init_seconds"] + cell["train_seconds"] for cell in ran)
         cells = len(ran)
         rss_kb = subprocess.run(
@@ -262,12 +264,13 @@ def mlflow_floor() -> float:
     import multiprocessing
 
     from initlab import tracking
-    from initlab.evaluate import cell_dirs, worker_count
+    from initlab.evaluate import cell_dirs
+    from initlab.logging_workers import worker_count
 
     cfg = load_config([])
     cells, runs = cell_dirs(cfg), []
     for _, cell_dir in cells:
-        ran = json.loads((cell_dir / CELL_JSON).read_text())
+        ran = json.loads((cell_dir / layout.CELL_JSON).read_text())
         params = tracking.cell_params(cell_dir)
         for seed in cfg.study.seeds:
             runs.append((ran["mlflow"]["tags"], *tracking.run_batch(

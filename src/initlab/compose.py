@@ -2,8 +2,8 @@
 
     python -m initlab.compose
 
-writes runs/configs/<sweep>/<cell>.yaml for every cell of `initlab.config.study_cells`: the
-cell's resolved config (`initlab.config.cell_config`: conf/ + params.yaml + the sweep's
+writes runs/configs/<sweep>/<cell>.yaml for every cell of `initlab.cells.study_cells`: the
+cell's resolved config (`initlab.cells.cell_config`: conf/ + params.yaml + the sweep's
 overrides, without what only the study as a whole uses) and, as `code`, the digest of the
 code that trains it. A train stage depends on its cell's file and the prepared data alone:
 DVC retrains exactly the cells whose config or training code changed, and checks 2 deps per
@@ -23,15 +23,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from initlab.config import (
-    CELL_CONFIGS,
-    cell_config,
-    load_config,
-    reported_errors,
-    study_cells,
-    workspace_root,
-)
+from initlab.cells import cell_config, study_cells
+from initlab.config import load_config
+from initlab.errors import reported_errors
 from initlab.io import atomic_path, sha256
+from initlab.paths import CELL_CONFIGS, workspace_root
 
 # Run in a fresh interpreter: the initlab source files that training a cell loads.
 _TRAINING_MODULES = """import json, sys, initlab.train
@@ -59,7 +55,7 @@ def code_digest(files: list[str]) -> str:
 
 def compose_cell(overrides: list[str]):
     """A cell's config: the study's config composed with the cell's overrides, cut to what the
-    cell depends on (`initlab.config.cell_config`)."""
+    cell depends on (`initlab.cells.cell_config`)."""
     return cell_config(load_config(overrides))
 
 

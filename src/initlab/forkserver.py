@@ -21,6 +21,8 @@ one program; this one outlives a process so that successive DVC stages can share
   of the socket and the child stops on that (SIGTERM), so no orphan goes on training.
 - Whenever no server can serve (none comes up, the code differs, the socket fails before a
   child starts), the client runs `python -m initlab.train` itself, in its own process.
+- `INITLAB_FORKSERVER=0` turns it off: the client runs `python -m initlab.train` at once, the
+  reading path without this mechanism (same numbers; each cell pays the imports).
 """
 
 from __future__ import annotations
@@ -154,7 +156,14 @@ def main() -> None:
     if args[:1] == ["--serve"]:
         serve(Path(args[1]), args[2], float(args[3]))
         return
-    status = run_cell(Path(args[1])) if args[:1] == ["--cell"] and len(args) == 2 else None
+    switch = os.environ.get("INITLAB_FORKSERVER", "1")
+    if switch not in ("0", "1"):
+        print(f"initlab: error: INITLAB_FORKSERVER={switch!r} is not allowed: 1 (the default) "
+              "trains cells in children of a warm server, 0 in their own process",
+              file=sys.stderr)
+        sys.exit(2)
+    status = (run_cell(Path(args[1])) if switch == "1" and args[:1] == ["--cell"]
+              and len(args) == 2 else None)
     if status is None:
         os.execv(sys.executable, [sys.executable, "-m", "initlab.train", *args])
     sys.exit(status)

@@ -31,7 +31,7 @@ GLOBAL_POOL = "global_pool"  # max over the whole feature map
 FITNET4_CONVS = [32, 32, 32, 48, 48, POOL, 80, 80, 80, 80, 80, POOL,
                  128, 128, 128, 128, 128, GLOBAL_POOL]
 # Its parameter count as published: "~2.5M" (Romero et al. 2015, Table 1, FitNet 4, with
-# maxout units). Compared with ours in the tests and the README.
+# maxout units). Compared with ours in the tests and docs/datasets.md.
 FITNET4_PUBLISHED_PARAMETERS = 2.5e6
 
 

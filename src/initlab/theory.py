@@ -192,8 +192,9 @@ def correlation_depth(activation: str, sigma_w2: float, sigma_b2: float,
 
 
 def main() -> None:
-    from initlab.config import ConfigError, load_config, reported_errors
+    from initlab.config import load_config
     from initlab.data.prepare import load_split
+    from initlab.errors import ConfigError, reported_errors
 
     with reported_errors():
         cfg = load_config(sys.argv[1:])

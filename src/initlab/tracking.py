@@ -18,7 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from initlab.config import tracking_root
+from initlab import layout
+from initlab.paths import tracking_root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from the study
 
@@ -39,7 +40,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from initlab.config import ConfigError
+    from initlab.errors import ConfigError
 
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
@@ -127,8 +128,8 @@ FINAL_STATUSES = ("FINISHED", "FAILED")
 def run_key(cell_dir: Path, seed: int) -> str:
     """What identifies a run's results: its cell's config and its history, to the bit. A run
     logged with this key is not logged again by a later `evaluate`."""
-    digest = hashlib.sha256((cell_dir / "config.yaml").read_bytes())
-    digest.update((cell_dir / f"seed_{seed}" / "history.csv").read_bytes())
+    digest = hashlib.sha256((cell_dir / layout.CONFIG).read_bytes())
+    digest.update((layout.seed_dir(cell_dir, seed) / layout.HISTORY).read_bytes())
     return digest.hexdigest()[:32]
 
 
@@ -145,17 +146,17 @@ def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float
     import numpy as np
 
     metrics = [(key, value, int(row["epoch"]))
-               for row in read_numbers(seed_dir / "history.csv")
+               for row in read_numbers(seed_dir / layout.HISTORY)
                for key, value in row.items() if key != "epoch"]
     grad_norms: dict[int, list[float]] = {}  # epoch -> per layer, first to last
-    for row in read_numbers(seed_dir / "layers.csv"):
+    for row in read_numbers(seed_dir / layout.LAYERS):
         epoch, layer = int(row.pop("epoch")), int(row.pop("layer"))
         metrics += [(f"layer{layer}/{stat}", value, epoch) for stat, value in row.items()]
         grad_norms.setdefault(epoch, []).append(row["grad_norm"])
     with np.errstate(divide="ignore", invalid="ignore"):
         metrics += [("grad_ratio_first_last", float(np.float64(norms[0]) / norms[-1]), epoch)
                     for epoch, norms in grad_norms.items()]
-    init_log = json.loads((seed_dir / "summary.json").read_text())["init_log"]
+    init_log = json.loads((seed_dir / layout.SUMMARY).read_text())["init_log"]
     metrics += [(key, value, step) for key, values in init_log.items()
                 for step, value in enumerate(values)]
     return metrics + [(key, value, 0) for key, value in test.items()]
@@ -199,7 +200,7 @@ def cell_params(cell_dir: Path) -> dict[str, str]:
     """Every resolved value of a trained cell's config, flattened: its runs' MLflow params."""
     from omegaconf import OmegaConf
 
-    return flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml")))
+    return flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / layout.CONFIG)))
 
 
 def run_batch(cell_dir: Path, seed: int, ran: dict, params_of_cell: dict[str, str],
@@ -209,7 +210,7 @@ def run_batch(cell_dir: Path, seed: int, ran: dict, params_of_cell: dict[str, st
     from mlflow.entities import Metric, Param
 
     metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
-               for k, v, step in run_metrics(cell_dir / f"seed_{seed}", test)]
+               for k, v, step in run_metrics(layout.seed_dir(cell_dir, seed), test)]
     return metrics, [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
 
 
@@ -229,8 +230,8 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
                               [InputTag("mlflow.data.context", "training")])
     for seed, test in tests.items():
-        seed_dir = cell_dir / f"seed_{seed}"
-        summary = json.loads((seed_dir / "summary.json").read_text())
+        seed_dir = layout.seed_dir(cell_dir, seed)
+        summary = json.loads((seed_dir / layout.SUMMARY).read_text())
         run_id = mlflow_client.create_run(
             exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
             tags={**info["tags"], "study": study, "cell": cell, "seed": str(seed),
@@ -240,7 +241,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
         try:
             # Artifacts first: the first one loads the run (MLflow looks up where its artifacts
             # go), which costs less before it holds ~400 metrics.
-            for path in (seed_dir / "history.csv", seed_dir / "layers.csv", *artifacts):
+            for path in (seed_dir / layout.HISTORY, seed_dir / layout.LAYERS, *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
             # MLflow splits the batch by its limits
             mlflow_client.log_batch(run_id, *run_batch(cell_dir, seed, ran, params_of_cell, test))

@@ -6,15 +6,8 @@
 composes conf/ + params.yaml + these overrides (`initlab.config.load_config`), or reads the
 cell's config that the compose stage composed the same way (`initlab.compose`), trains the
 seeds as one seed-batched model (`initlab.models`) on the train split, picks nothing by test
-data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomically:
-
-    config.yaml                 the config the results depend on (`initlab.config.cell_config`)
-    seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
-    seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
-    seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)
-    seed_<s>/summary.json       best val accuracy, diverged or not, the init's log
-    cell.json                   how it ran: device, threads, parameter count, seconds, and
-                                the tags and dataset of its MLflow runs (not results)
+data, and writes its `run_dir` (runs/grid/<activation>-<init>/ by default) atomically, in
+the layout of `initlab.layout`.
 
 No MLflow here: importing mlflow and opening its store costs seconds, more than a small
 cell's training, so the `evaluate` stage logs every cell's runs from these files in one
@@ -38,25 +31,21 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from initlab import layout
 from initlab.augment import AUGMENTATIONS
-from initlab.config import (
-    ConfigError,
-    cell_config,
-    load_cell_config,
-    load_config,
-    reported_errors,
-    workspace_root,
-)
+from initlab.cells import cell_config, load_cell_config
+from initlab.config import load_config
 from initlab.data.prepare import load_split, prepared_dir
+from initlab.errors import ConfigError, reported_errors
 from initlab.inits import INITS
 from initlab.inits.data_dependent import DATA_INITS
 from initlab.io import atomic_path, sha256, sigterm_as_exit, write_json
 from initlab.models import SeedBatchedNet, build_model
 from initlab.optim import OPTIMIZERS, StepDecay
+from initlab.paths import workspace_root
 from initlab.probes import layer_statistics
 from initlab.progress import Progress
 
-CELL_JSON = "cell.json"
 HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 RANDOM_STREAMS = ("init", "data_order")
 
@@ -246,16 +235,16 @@ def train_cell(cfg) -> Path:
     progress.close(result)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        OmegaConf.save(cell_config(cfg), tmp / "config.yaml")
+        OmegaConf.save(cell_config(cfg), tmp / layout.CONFIG)
         for s, seed in enumerate(seeds):
-            seed_dir = tmp / f"seed_{seed}"
+            seed_dir = layout.seed_dir(tmp, seed)
             seed_dir.mkdir()
             rows, layer_rows = result.seed_rows(s)
             torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
-                       seed_dir / "model.pt")
-            write_csv(seed_dir / "history.csv", rows)
-            write_csv(seed_dir / "layers.csv", layer_rows)
-            write_json(seed_dir / "summary.json", {
+                       seed_dir / layout.MODEL)
+            write_csv(seed_dir / layout.HISTORY, rows)
+            write_csv(seed_dir / layout.LAYERS, layer_rows)
+            write_json(seed_dir / layout.SUMMARY, {
                 "seed": seed,
                 "best_val_accuracy": max(r["val_accuracy"] for r in rows),
                 "final_val_accuracy": rows[-1]["val_accuracy"],
@@ -265,7 +254,7 @@ def train_cell(cfg) -> Path:
                 "diverged": result.diverged_at[s] is not None,
                 "init_log": {k: v[:, s].tolist() for k, v in init_log.items()},
             })
-        write_json(tmp / CELL_JSON, {
+        write_json(tmp / layout.CELL_JSON, {
             "device": str(device), "torch_threads": torch.get_num_threads(),
             "parameters_per_seed": model.seed_parameter_count(),
             "init_seconds": init_seconds, "train_seconds": seconds,

@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 
-from initlab.config import load_config, reported_errors, tracking_root
+from initlab.config import load_config
+from initlab.errors import reported_errors
+from initlab.paths import tracking_root
 from initlab.tracking import EXPERIMENT_PREFIX, client, tracking_uri
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from initlab.config import load_config, reported_errors, workspace_root
+from initlab.config import load_config
 from initlab.data.sources import SOURCES
+from initlab.errors import reported_errors
 from initlab.io import atomic_path, sha256, write_json
+from initlab.paths import workspace_root
 
 
 def origin(dataset_cfg) -> str | dict:

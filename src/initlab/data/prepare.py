@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from initlab.config import ConfigError, load_config, reported_errors, workspace_root
+from initlab.config import load_config
+from initlab.errors import ConfigError, reported_errors
 from initlab.io import atomic_path, sha256, write_json
+from initlab.paths import workspace_root
 
 SPLITS = ("train", "val", "test")
 

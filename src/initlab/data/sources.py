@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from initlab.config import ConfigError
+from initlab.errors import ConfigError
 
 
 class DataError(ConfigError):

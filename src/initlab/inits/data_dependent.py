@@ -15,10 +15,43 @@ import torch
 from torch import Tensor
 
 
+@dataclass
+class LsuvConfig:
+    """LSUV's options: the values of Mishkin & Matas's own PyTorch package."""
+    tol: float = 0.1  # stop once every seed's output variance is within tol of 1
+    max_iter: int = 10  # rescalings per layer at most
+    batch_size: int = 500  # training examples each seed measures the variance on
+
+    def problems(self) -> list[tuple[str, object, str]]:
+        """(key, value, what is allowed) of every value out of range."""
+        return [(key, value, allowed) for key, value, ok, allowed in [
+            ("tol", self.tol, self.tol > 0, "must be > 0"),
+            ("max_iter", self.max_iter, self.max_iter >= 0, "must be >= 0"),
+            ("batch_size", self.batch_size, self.batch_size >= 2, "must be >= 2")] if not ok]
+
+
+@dataclass
+class RbmConfig:
+    """RBM pre-training's options (CD-k, Hinton, Osindero & Teh 2006)."""
+    epochs: int = 5  # passes over the training data per hidden layer
+    k: int = 1  # Gibbs steps of contrastive divergence
+    lr: float = 0.1
+    batch_size: int = 100
+
+    def problems(self) -> list[tuple[str, object, str]]:
+        """(key, value, what is allowed) of every value out of range."""
+        return [(key, value, allowed) for key, value, ok, allowed in [
+            ("epochs", self.epochs, self.epochs >= 1, "must be >= 1"),
+            ("k", self.k, self.k >= 1, "must be >= 1"),
+            ("lr", self.lr, self.lr > 0, "must be > 0"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, "must be >= 1")] if not ok]
+
+
 @dataclass(frozen=True)
 class DataInit:
     fn: Callable
     pre_init: str  # the data-independent init drawn first (a name in `initlab.inits.INITS`)
+    options: type  # its options' dataclass, `init.<name>` of the config
 
 
 def _per_seed_batches(x: Tensor, generators, size: int) -> Tensor:
@@ -75,7 +108,7 @@ def rbm(model, x_train: Tensor, generators, cfg) -> dict[str, Tensor]:
     normal training that follows, whatever the activation (the RBM's units are sigmoid; with
     another activation the pre-trained weights are used as they are). Logs the mean squared
     reconstruction error per layer and epoch. Fully connected nets only: the config refuses
-    rbm with a conv net (`initlab.config.validate`)."""
+    rbm with a conv net (`initlab.schema.validate`)."""
     seeds = len(generators)
     visible = x_train.flatten(1).unsqueeze(0).expand(seeds, -1, -1)
     pieces = model.activation.pieces
@@ -110,6 +143,6 @@ def rbm(model, x_train: Tensor, generators, cfg) -> dict[str, Tensor]:
 
 
 DATA_INITS: dict[str, DataInit] = {
-    "lsuv": DataInit(lsuv, pre_init="orthogonal"),  # LSUV rescales, so the gain is moot
-    "rbm": DataInit(rbm, pre_init="normal_small"),
+    "lsuv": DataInit(lsuv, "orthogonal", LsuvConfig),  # LSUV rescales: the gain is moot
+    "rbm": DataInit(rbm, "normal_small", RbmConfig),
 }

@@ -21,15 +21,12 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from initlab.config import (
-    CELL_CONFIGS,
-    RESULTS_CSV,
-    load_config,
-    reported_errors,
-    workspace_root,
-)
+from initlab import layout
+from initlab.config import load_config
 from initlab.data.prepare import load_split, prepared_dir
+from initlab.errors import reported_errors
 from initlab.io import atomic_path, write_json
+from initlab.paths import CELL_CONFIGS, RESULTS_CSV, workspace_root
 from initlab.report import figures, predicted, tables
 from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from initlab.report.findings import FINDINGS, StudyData
@@ -60,8 +57,8 @@ def per_run(results: pd.DataFrame, filename: str) -> pd.DataFrame:
     root = workspace_root()
     header, bodies, rows_per_run = "", [], []
     for row in results.itertuples():
-        header, _, body = (root / row.run_dir / f"seed_{row.seed}" / filename).read_text() \
-            .partition("\n")
+        header, _, body = (layout.seed_dir(root / row.run_dir, row.seed) / filename) \
+            .read_text().partition("\n")
         bodies.append(body)
         rows_per_run.append(body.count("\n"))
     keys = ["sweep", "run_dir", "activation", "init", "depth", "seed"]
@@ -202,8 +199,8 @@ def build(cfg) -> tuple[list, dict]:
     results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), max(counts),
                                         sum(counts), cfg.report.chance_margin)
     results = results.assign(accuracy=results.test_accuracy.fillna(chance))
-    histories = per_run(results, "history.csv")
-    data = StudyData(results, per_run(results, "layers.csv").merge(
+    histories = per_run(results, layout.HISTORY)
+    data = StudyData(results, per_run(results, layout.LAYERS).merge(
         results[["run_dir", "seed", "width"]]), histories, chance, cfg.report,
         setup_lines(cfg, root))
     grid = results[results.sweep == "grid"]
@@ -309,7 +306,7 @@ def build(cfg) -> tuple[list, dict]:
              "check would need for 80% power. `detectable (80%)` is the smallest distance from "
              "the threshold a check detects with 80% power at the seeds it has."),
         Text("Every verdict uses these values (`report:` in params.yaml, defaults in "
-             "`initlab.config.ReportConfig`):"),
+             "`initlab.schema.ReportConfig`):"),
         Table(pd.DataFrame([OmegaConf.to_container(cfg.report)]), index=False),
     ]
     return blocks, summary(stats, results, chance, findings)

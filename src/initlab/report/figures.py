@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
+from initlab import layout  # noqa: E402
 from initlab.report.stats import FAILS, HOLDS  # noqa: E402
 
 
@@ -43,7 +44,7 @@ class RunCurves:
         if seeds != self.seeds:
             self._new_figure(seeds)
         for seed, (loss, accuracy) in zip(seeds, self.lines):
-            history = pd.read_csv(cell_dir / f"seed_{seed}" / "history.csv")
+            history = pd.read_csv(layout.seed_dir(cell_dir, seed) / layout.HISTORY)
             loss.set_data(history.epoch, history.train_loss)
             accuracy.set_data(history.epoch, history.val_accuracy)
         for ax in (self.loss, self.accuracy):
