@@ -56,8 +56,9 @@ def update_params(root: Path, **sections) -> None:
 
 
 SMALL_STUDY = dict(
-    study={"name": "small", "activations": ["tanh", "relu"], "inits": ["zero", "he"],
-           "seeds": [0, 1], "more_seeds": {"activations": []}},
+    study={"name": "small", "seeds": [0, 1]},
+    grid={"activations": ["tanh", "relu"], "inits": ["zero", "he"],
+          "more_seeds": {"activations": []}},
     depth_sweep={"depths": [4], "activations": ["relu"], "inits": ["he"], "width": 16,
                  "epochs": 1},
     batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},

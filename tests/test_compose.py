@@ -41,7 +41,7 @@ def test_adding_an_init_or_a_report_setting_changes_no_existing_cell(prepared_pr
     before = compose(prepared_project)
     try:
         update_params(prepared_project, report={"chance_margin": 0.1},
-                      study={**SMALL_STUDY["study"], "inits": ["zero", "he", "xavier"]})
+                      grid={**SMALL_STUDY["grid"], "inits": ["zero", "he", "xavier"]})
         after = compose(prepared_project)
     finally:
         params.write_text(original)

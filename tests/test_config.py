@@ -31,7 +31,7 @@ CASES = [
     (["optimizer.milestones=[500,300]"], {}, ["optimizer.milestones=[500, 300]", "increasing"]),
     (["model=cnn", "init=rbm", "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]"], {},
      ["init='rbm' is not allowed: with model=cnn"]),
-    ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["study.inits", "'lsuv2'", "one of"]),
+    ([], {"  inits:\n": "  inits:\n  - lsuv2\n"}, ["grid.inits", "'lsuv2'", "one of"]),
     (["init=lsuv", "init.lsuv.tol=0"], {}, ["init.lsuv.tol=0", "must be > 0"]),
     (["init=rbm", "init.rbm.k=0"], {}, ["init.rbm.k=0", "must be >= 1"]),
     ([], {"model:": "modle:"},

@@ -121,7 +121,7 @@ def test_a_cnn_cell_trains_and_evaluates_on_the_embedded_data(in_project):
     from initlab.train import train_cell
 
     cfg = load_config(["model=cnn", "model.channels=[4]", "model.width=16", "init=lsuv",
-                       "activation=maxout", "train.epochs=1", "study.inits=[lsuv]",
+                       "activation=maxout", "train.epochs=1", "grid.inits=[lsuv]",
                        "study.seeds=[0,1]", "train.augment=mirror_crop",
                        "depth_sweep.depths=[]", "batchnorm_sweep.activations=[]",
                        "run_dir=runs/grid/cnn-maxout-lsuv"])

@@ -22,7 +22,8 @@ def study(small_study):
 
 
 def trained_cells(repro_output: str) -> set[str]:
-    return set(re.findall(r"Running stage 'sweeps/grid/dvc.yaml:train@([\w-]+)'", repro_output))
+    stage = r"Running stage 'sweeps/grid/dvc.yaml:train_grid@([\w-]+)'"
+    return set(re.findall(stage, repro_output))
 
 
 def mlflow_runs(root):
@@ -105,7 +106,8 @@ def test_mlflow_store_at_root_holds_exactly_the_runs(study):
         assert r.data.params["optimizer.name"] == "sgd"
         assert r.data.tags["study"] == "small"
         if grid:
-            assert r.data.tags["dvc_stage"] == f"sweeps/grid/dvc.yaml:train@{r.data.tags['cell']}"
+            stage = f"sweeps/grid/dvc.yaml:train_grid@{r.data.tags['cell']}"
+            assert r.data.tags["dvc_stage"] == stage
         assert 0 <= r.data.metrics["test_accuracy"] <= 1
         assert "layer0/grad_norm" in r.data.metrics
         assert [d.dataset.name for d in r.inputs.dataset_inputs] == ["mnist_subset"]
@@ -121,7 +123,7 @@ def test_second_repro_runs_nothing(study):
 
 def test_adding_an_init_trains_only_the_new_cells(study):
     root, _ = study
-    update_params(root, study={**SMALL_STUDY["study"], "inits": ["zero", "he", "xavier"]})
+    update_params(root, grid={**SMALL_STUDY["grid"], "inits": ["zero", "he", "xavier"]})
     again = run(["dvc", "repro"], root)
     assert trained_cells(again.stdout) == {"tanh-xavier", "relu-xavier"}
     assert "Running stage 'sweeps/depth" not in again.stdout

@@ -25,8 +25,8 @@ from initlab.layout import CELL_JSON
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
 
 STUDY = dict(
-    study={"name": "robust", "activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1],
-           "more_seeds": {"activations": []}},
+    study={"name": "robust", "seeds": [0, 1]},
+    grid={"activations": ["relu"], "inits": ["zero", "he"], "more_seeds": {"activations": []}},
     depth_sweep={"depths": [], "activations": [], "inits": []},
     batchnorm_sweep={"activations": [], "inits": []},
     model={"depth": 2, "width": 32},
@@ -114,7 +114,7 @@ def test_interrupted_repro_is_resumed_and_correct(project):
     assert process.returncode != 0, output
     assert not runs_by_status(project).get("RUNNING")
     # The interrupted cell left nothing DVC could take for finished.
-    assert run(["dvc", "status"], project).stdout.count("train@") >= 1
+    assert run(["dvc", "status"], project).stdout.count("train_grid@") >= 1
     run(["dvc", "repro"], project)
     assert_complete(project)
 

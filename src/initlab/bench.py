@@ -65,8 +65,9 @@ from initlab.train import fit, initialize, seed_generator
 
 ROUNDS = 3
 FLOOR_WIDTH = 8  # (b'): the default cell with 8-unit hidden layers, the same ops on ~no FLOPs
-QUICK_STUDY = {"study": {"activations": ["relu"], "inits": ["zero", "he"], "seeds": [0, 1],
-                         "more_seeds": {"activations": []}},
+QUICK_STUDY = {"study": {"seeds": [0, 1]},
+               "grid": {"activations": ["relu"], "inits": ["zero", "he"],
+                        "more_seeds": {"activations": []}},
                "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
                "train": {"epochs": 2}}
 

@@ -31,7 +31,7 @@ class Cell(NamedTuple):
 
 def study_cells(cfg: DictConfig) -> list[Cell]:
     """Every training cell of the study, named as dvc.yaml's matrices name them:
-    runs/grid/<act>-<init> (the configured model; `study.more_seeds`' cells with more seeds),
+    runs/grid/<act>-<init> (the configured model; `grid.more_seeds`' cells with more seeds),
     runs/depth/<act>-<init>-d<depth> (the
     mlp at `depth_sweep`'s depth, width and epochs), runs/batchnorm/<act>-<init>-bn (the
     configured model with batch norm)."""
@@ -40,7 +40,7 @@ def study_cells(cfg: DictConfig) -> list[Cell]:
                                      f"run_dir={run_dir}"])
 
     def grid_seeds(activation, init):
-        more = cfg.study.more_seeds
+        more = cfg.grid.more_seeds
         if activation not in more.activations or init not in more.inits:
             return []
         seeds = list(cfg.study.seeds)
@@ -49,7 +49,7 @@ def study_cells(cfg: DictConfig) -> list[Cell]:
 
     sweep = cfg.depth_sweep
     return ([cell("grid", f"runs/grid/{a}-{i}", a, i, *grid_seeds(a, i))
-             for a in cfg.study.activations for i in cfg.study.inits]
+             for a in cfg.grid.activations for i in cfg.grid.inits]
             + [cell("depth", f"runs/depth/{a}-{i}-d{d}", a, i, f"model.depth={d}",
                     f"model.width={sweep.width}", f"train.epochs={sweep.epochs}")
                for d in sweep.depths for a in sweep.activations for i in sweep.inits]
@@ -58,7 +58,7 @@ def study_cells(cfg: DictConfig) -> list[Cell]:
 
 
 # What a cell's numbers do not depend on: which other cells the study has, and the report.
-STUDY_LEVEL = ("depth_sweep", "batchnorm_sweep", "report")
+STUDY_LEVEL = ("grid", "depth_sweep", "batchnorm_sweep", "report")
 
 
 def cell_config(cfg: DictConfig) -> DictConfig:

@@ -32,7 +32,7 @@ from initlab.logging_workers import logging_workers, worker_count
 from initlab.models import build_model
 from initlab.paths import RESULTS_CSV, workspace_root
 from initlab.report.figures import RunCurves
-from initlab.train import evaluate
+from initlab.train import measure
 
 
 def cell_dirs(cfg) -> list[tuple[str, Path]]:
@@ -52,7 +52,7 @@ def evaluate_cell(study: str, sweep: str, cell_dir: Path, ran: dict, x_test, y_t
     model = build_model(cfg, n_models=len(seeds))
     model.load_seed_state_dicts([torch.load(layout.seed_dir(cell_dir, seed) / layout.MODEL,
                                             weights_only=True) for seed in seeds])
-    test_losses, test_accuracies = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
+    test_losses, test_accuracies = measure(model, x_test, y_test, cfg.train.eval_batch_size)
     rows = []
     for s, seed in enumerate(seeds):
         summary = json.loads((layout.seed_dir(cell_dir, seed) / layout.SUMMARY).read_text())

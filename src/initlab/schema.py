@@ -127,11 +127,16 @@ class MoreSeedsConfig:
 
 @dataclass
 class StudyConfig:
-    """The grid sweep: every activation x init at the model's depth, every seed."""
+    """The study as a whole: its name (its MLflow experiment) and the seeds every cell trains."""
     name: str = "default"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass
+class GridConfig:
+    """The grid sweep: every activation x init at the model's depth."""
     activations: list[str] = field(default_factory=lambda: ["relu"])
     inits: list[str] = field(default_factory=lambda: ["xavier"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     more_seeds: MoreSeedsConfig = field(default_factory=MoreSeedsConfig)
 
 
@@ -155,6 +160,7 @@ class BatchnormSweepConfig:
 @dataclass
 class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
     depth_sweep: DepthSweepConfig = field(default_factory=DepthSweepConfig)
     batchnorm_sweep: BatchnormSweepConfig = field(default_factory=BatchnormSweepConfig)
     run_dir: str = MISSING  # where a cell writes its outputs, relative to the workspace
@@ -173,9 +179,8 @@ class Config:
 ConfigStore.instance().store(name="schema", node=Config)
 SECTIONS = {cls.__name__: cls for cls in (
     DatasetConfig, SplitConfig, ModelConfig, ActivationConfig, InitConfig, LsuvConfig,
-    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, MoreSeedsConfig,
-    DepthSweepConfig,
-    BatchnormSweepConfig)}
+    RbmConfig, OptimizerConfig, TrainConfig, ReportConfig, StudyConfig, GridConfig,
+    MoreSeedsConfig, DepthSweepConfig, BatchnormSweepConfig)}
 
 DEVICES = ("cpu", "cuda", "auto")
 BIAS_INITS = ("zero", "normal")
@@ -203,7 +208,7 @@ def validate(cfg: DictConfig) -> None:
         ("init", [cfg.init.name], inits),
         *[(f"{sweep}.{kind}", OmegaConf.select(cfg, f"{sweep}.{kind}"),
            ACTIVATIONS if kind == "activations" else inits)
-          for sweep in ("study", "depth_sweep", "batchnorm_sweep", "study.more_seeds")
+          for sweep in ("grid", "depth_sweep", "batchnorm_sweep", "grid.more_seeds")
           for kind in ("activations", "inits")],
     ]:
         for name in names:
@@ -214,7 +219,7 @@ def validate(cfg: DictConfig) -> None:
                                  ("train.augment", cfg.train.augment, AUGMENTATIONS)]:
         _require(value in registry, key, value, f"one of {sorted(registry)}")
     if cfg.model.name != "mlp":
-        for key, names in [("init", [cfg.init.name]), ("study.inits", cfg.study.inits)]:
+        for key, names in [("init", [cfg.init.name]), ("grid.inits", cfg.grid.inits)]:
             _require("rbm" not in names, key, "rbm", f"with model={cfg.model.name}: RBM "
                      "pre-training (Hinton et al. 2006) stacks fully connected layers")
         _require(not cfg.model.batchnorm, "model.batchnorm", True, "only with model=mlp")
@@ -243,8 +248,8 @@ def validate(cfg: DictConfig) -> None:
     seeds = list(cfg.study.seeds)
     _require(len(seeds) > 0, "study.seeds", seeds, "a non-empty list of integers")
     _require(len(set(seeds)) == len(seeds), "study.seeds", seeds, "each seed at most once")
-    _require(cfg.study.more_seeds.seeds >= len(seeds), "study.more_seeds.seeds",
-             cfg.study.more_seeds.seeds, f"at least the study's {len(seeds)} seeds")
+    _require(cfg.grid.more_seeds.seeds >= len(seeds), "grid.more_seeds.seeds",
+             cfg.grid.more_seeds.seeds, f"at least the study's {len(seeds)} seeds")
     for key, depth in [("model.depth", cfg.model.depth),
                        *[("depth_sweep.depths", d) for d in cfg.depth_sweep.depths]]:
         _require(depth >= 1, key, depth, "the number of weight layers, >= 1")

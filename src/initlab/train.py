@@ -89,7 +89,7 @@ def initialize(model: SeedBatchedNet, init_cfg, bias_init: str, seeds: list[int]
 
 
 @torch.no_grad()
-def evaluate(model: SeedBatchedNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+def measure(model: SeedBatchedNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
     """Per-seed (loss, accuracy) on one split: x (N, ...) shared by every seed, `batch_size`
     examples per forward pass, in eval mode (batch norm uses its running statistics)."""
     was_training = model.training
@@ -147,7 +147,7 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
     result = FitResult([], [], [None] * n_seeds)
 
     def record(epoch, train_loss, train_acc):
-        val_loss, val_acc = evaluate(model, x_val, y_val, train_cfg.eval_batch_size)
+        val_loss, val_acc = measure(model, x_val, y_val, train_cfg.eval_batch_size)
         row = dict(zip(HISTORY_COLUMNS, (train_loss, train_acc, val_loss, val_acc)))
         for s in range(n_seeds):
             if result.diverged_at[s] is None and not torch.isfinite(train_loss[s]):
@@ -157,7 +157,7 @@ def fit(model, optimizer, train, val, probe, train_cfg, order_generators, schedu
         if on_epoch:
             on_epoch(epoch, result)
 
-    record(0, *evaluate(model, x_train, y_train, train_cfg.eval_batch_size))
+    record(0, *measure(model, x_train, y_train, train_cfg.eval_batch_size))
     for epoch in range(1, train_cfg.epochs + 1):
         order = torch.stack([torch.randperm(n, generator=g) for g in order_generators])
         order = order.to(x_train.device)

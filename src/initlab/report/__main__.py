@@ -119,7 +119,7 @@ def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, inpu
                           figures_dir / "theory_forward.png", log=True)
     figures.theory_layers(measured, tables, "log10_grad_norm", "log10 grad norm / last hidden",
                           figures_dir / "theory_backward.png")
-    inits = sorted({*cfg.study.inits, *cfg.depth_sweep.inits})
+    inits = sorted({*cfg.grid.inits, *cfg.depth_sweep.inits})
     figures.order_to_chaos(*predicted.phase("tanh", inits, cfg.depth_sweep.width),
                            figures_dir / "theory_tanh_phase.png")
     comparison = predicted.compare(depth_layers, input_q, features, classes,
@@ -204,7 +204,7 @@ def build(cfg) -> tuple[list, dict]:
         results[["run_dir", "seed", "width"]]), histories, chance, cfg.report,
         setup_lines(cfg, root))
     grid = results[results.sweep == "grid"]
-    inits, activations = list(cfg.study.inits), list(cfg.study.activations)
+    inits, activations = list(cfg.grid.inits), list(cfg.grid.activations)
     stats = tables.cell_stats(grid)
     x, _ = load_split("train")  # as numpy: the parent runs no torch op before the fork
     input_q = np.square(x[:cfg.train.probe_size].flatten(1).numpy().astype(float)).mean(1)
@@ -243,7 +243,7 @@ def build(cfg) -> tuple[list, dict]:
         Text(f"Each claim of the lecture \"Initialize weights in a smart way\", tested on "
              f"{len(results)} training runs ({cfg.dataset.name}, {len(seeds)} seeds a cell"
              + (f"; {len(more)} grid cells train {int(more.max())}, for the checks that need "
-               "the power: `study.more_seeds`" if len(more) else "") + "). "
+               "the power: `grid.more_seeds`" if len(more) else "") + "). "
              "Each finding is tested within its scope, the cases the claim was made for; "
              "cases outside it are shown, labelled, and decide nothing. Verdicts are computed "
              "from the data by the rule and thresholds at the end; a diverged run counts at "
