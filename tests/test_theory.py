@@ -16,7 +16,7 @@ from scipy import integrate, stats
 from initlab import theory
 from initlab.activations import ACTIVATIONS
 from initlab.inits import INITS
-from initlab.models import SeedBatchedMLP
+from initlab.models import SeedBatchedMLP, build_model
 from initlab.probes import layer_statistics
 from initlab.report import predicted
 
@@ -138,3 +138,33 @@ def test_the_command_prints_the_table_for_any_config(in_project):
     outside = subprocess.run([sys.executable, "-m", "initlab.theory", "init=zero"],
                              capture_output=True, text=True, check=True, cwd=in_project)
     assert "outside mean-field theory" in outside.stdout
+
+
+def test_the_default_depth_sweep_at_init_agrees_where_it_should(in_project):
+    """The default study's depth-20 cells at init (their epoch-0 probes need no training: the
+    same config, seeds and probe batch as `dvc repro`): theory agrees within the report's
+    tolerance for every cell but sigmoid + normal, which is flagged as saturated."""
+    from initlab.config import load_config
+    from initlab.data.prepare import load_split
+    from initlab.train import initialize
+
+    x, y = load_split("train")
+    rows = []
+    for activation in ("sigmoid", "tanh", "relu"):
+        for init in ("normal", "xavier", "he"):
+            cfg = load_config([f"activation={activation}", f"init={init}", "model.depth=20",
+                               "model.width=64", "study.seeds=[0,1,2,3,4]"])
+            probe = (x[:cfg.train.probe_size], y[:cfg.train.probe_size])
+            model = build_model(cfg, len(cfg.study.seeds))
+            initialize(model, cfg.init, cfg.model.bias_init, list(cfg.study.seeds), x)
+            found = layer_statistics(model, *probe)
+            rows += [{"activation": activation, "init": init, "depth": 20, "width": 64,
+                      "epoch": 0, "seed": s, "layer": layer,
+                      **{k: float(v[s, layer]) for k, v in found.items()}}
+                     for s in range(5) for layer in range(20)]
+    input_q = (probe[0].flatten(1).double() ** 2).mean(1).numpy()
+    tolerance = load_config([]).report.theory_decades
+    verdicts = predicted.compare(pd.DataFrame(rows), input_q, 784, 10, tolerance).set_index(
+        ["activation", "init"]).verdict
+    assert verdicts.pop(("sigmoid", "normal")).startswith("breaks: saturation")
+    assert (verdicts == "agrees").all(), verdicts[verdicts != "agrees"]
