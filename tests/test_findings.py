@@ -212,6 +212,10 @@ def test_f8_init_and_nonlinearity(out):
     assert partly.cases(True) == {"the init (relu)": HOLDS, "the non-linearity (xavier)": FAILS,
                                   "the non-linearity (he)": FAILS}
     assert verdict(F.f8_init_and_nonlinearity, make_data(both, seeds=2), out) == INCONCLUSIVE
+    # the interaction is stated from its interval, not assumed
+    assert "excludes 0" in " ".join(F.f8_init_and_nonlinearity(make_data(both), out).notes)
+    additive = lambda a, i, s, d=4: 0.3 + 0.4 * (i == "he") + 0.2 * (a == "relu")  # noqa: E731
+    assert "includes 0" in " ".join(F.f8_init_and_nonlinearity(make_data(additive), out).notes)
 
 
 def test_figures_are_produced_and_non_empty(out):

@@ -128,7 +128,7 @@ def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, inpu
     return comparison.join(accuracy.rename("test accuracy"), on=["activation", "init", "depth"])
 
 
-def published_comparison(means: pd.DataFrame) -> list:
+def published_comparison(means: pd.DataFrame, alpha: float) -> list:
     """The lecture's CIFAR-10 table beside ours, the rank agreement per activation (Spearman),
     and the lab-10 MNIST runs beside our normal / glorot_uniform runs."""
     published = yaml.safe_load(PUBLISHED.read_text())
@@ -146,6 +146,8 @@ def published_comparison(means: pd.DataFrame) -> list:
             rho, p = spearman_exact([t for t, _ in pairs], [o for _, o in pairs])
         agreement.append({"activation": activation, "inits compared": len(pairs),
                           "spearman rho": rho, "exact permutation p": p})
+    most = max([row["inits compared"] for row in agreement] + [3])
+    smallest = 2 / math.factorial(most)
     lab_rows = [{"init": spec["init"], "published (full MNIST, Adam, 15 epochs)":
                  spec["accuracy"], "our init": lab["ours"][run],
                  "ours (relu, this study)": means.get("relu", {}).get(
@@ -163,8 +165,10 @@ def published_comparison(means: pd.DataFrame) -> list:
         Table(pd.DataFrame(agreement), index=False),
         Text("Blank: no ordering to compare (the published values of that column are all "
              "equal, or fewer than 3 of the inits are in our grid). p is exact, over every "
-             "pairing of the inits: with 4 of them the smallest two-sided p possible is "
-             "2/24 = 0.083, so no agreement can be significant at 0.05."),
+             f"pairing of the inits: with {most} of them the smallest two-sided p possible is "
+             f"2/{math.factorial(most)} = {smallest:.3g}"
+             + (f", so no agreement can be significant at {alpha:g}." if smallest >= alpha
+                else ".")),
         Text(f"**{lab['title']}** ({lab['source']}), single runs, beside the mean of our relu "
              "runs with the matching init on the embedded subset (a different setup: context, "
              "not a replication; blank where that init is not in this study's grid):"),
@@ -294,7 +298,7 @@ def build(cfg) -> tuple[list, dict]:
                "batch, per layer: a naive and a good init for each activation (after Glorot & "
                "Bengio 2010)."),
         *published_comparison(grid.groupby(["activation", "init"]).test_accuracy.mean()
-                              .mul(100).unstack().to_dict("index")),
+                              .mul(100).unstack().to_dict("index"), cfg.report.alpha),
         Heading("The rule and the thresholds"),
         Text("A check holds when its interval (95%, Welch's t: it keeps its coverage at 5 "
              "seeds a group) lies on the claim's side of its threshold, fails when it lies on "

@@ -481,12 +481,15 @@ def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
                                     ("sigmoid", "normal")]]
     if all(len(c) for c in cells):
         interaction = stats.contrast_interval(cells, [1, -1, -1, 1], confidence)
+        apart = interaction.low > 0 or interaction.high < 0
         notes.append(
-            f"The two interact: he − normal is {100 * (cells[0].mean() - cells[1].mean()):+.0f}"
+            f"The interaction: he − normal is {100 * (cells[0].mean() - cells[1].mean()):+.0f}"
             f" points under relu and {100 * (cells[2].mean() - cells[3].mean()):+.0f} under "
             f"sigmoid; the difference, {100 * interaction.estimate:+.0f} points "
             f"(95% interval {100 * interaction.low:+.0f} to {100 * interaction.high:+.0f}), "
-            "is the part of each effect that depends on the other: neither fix works alone.")
+            + ("excludes 0: how much the init matters depends on the non-linearity, and the "
+               "other way round." if apart else "includes 0: no interaction is detected at "
+               "these seeds."))
     means = grid.groupby(["init", "activation"]).accuracy.mean().unstack()
     tables = {}
     if len(means):
