@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import SMALL_STUDY, run, update_params
+from conftest import SMALL_STUDY, copy_project, project_env, run, update_params
 from mlflow.tracking import MlflowClient
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
@@ -144,3 +144,28 @@ def test_bad_value_stops_repro_with_a_clear_error(study):
     assert "optimizer.lr=-0.5 is not allowed: must be > 0" in failed.stderr + failed.stdout
     _, runs = mlflow_runs(root)
     assert len(runs) == len(before) and all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_plots_diff_overlays_two_experiments_learning_curves(tmp_path):
+    """The learning curves are DVC data plots: `dvc plots diff` between main and an experiment
+    shows both revisions' curves of a cell (one epoch against two)."""
+    root = copy_project(tmp_path / "plots")
+    update_params(root, **{**SMALL_STUDY, "grid": {**SMALL_STUDY["grid"],
+                                                   "activations": ["relu"], "inits": ["he"]},
+                           "depth_sweep": {"depths": []},
+                           "batchnorm_sweep": {"activations": []}, "train": {"epochs": 1}})
+    env = {**project_env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    run(["dvc", "repro"], root, env=env)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    run([*git, "add", "-A"], root)
+    run([*git, "commit", "-qm", "one epoch"], root)
+    run(["dvc", "exp", "run", "--temp", "-n", "two-epochs", "-S", "train.epochs=2"], root,
+        env=env)
+    target = "reports/plots/curves/relu-he.csv"
+    shown = json.loads(run(["dvc", "plots", "diff", "HEAD", "two-epochs", "--json",
+                            "--targets", target], root, env=env).stdout)
+    [plot] = shown["data"][target]
+    values = plot["content"]["data"]["values"]
+    epochs = {rev: sorted(int(float(v["epoch"])) for v in values if v["rev"] == rev)
+              for rev in plot["revisions"]}
+    assert sorted(epochs.values()) == [[0, 1], [0, 1, 2]], epochs

@@ -109,6 +109,19 @@ def activations_figure(cfg, path: Path) -> None:
     figures.activation_histograms(samples, path)
 
 
+def write_curves(histories: pd.DataFrame, folder: Path) -> None:
+    """Each grid cell's learning curves as DVC plot data, <cell>.csv: per epoch the mean over
+    seeds of the validation accuracy and training loss (`dvc plots diff main <exp>` overlays
+    two revisions' curves; the PNGs stay for the report)."""
+    means = histories.groupby(["activation", "init", "epoch"])[["val_accuracy", "train_loss"]] \
+        .mean().reset_index()
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for (activation, init), curve in means.groupby(["activation", "init"]):
+            curve[["epoch", "val_accuracy", "train_loss"]].to_csv(
+                tmp / f"{activation}-{init}.csv", index=False)
+
+
 def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, input_q,
                  figures_dir: Path) -> pd.DataFrame:
     """Theory beside the depth sweep's probes (`predicted.compare`) and test accuracy, and its
@@ -238,6 +251,7 @@ def build(cfg) -> tuple[list, dict]:
         stats.assign(cell=stats.activation + "-" + stats.init)[
             ["cell", "init", "activation", "mean", "sd", "runs", "n_c"]].rename(
             columns={"mean": "test_accuracy"}).to_csv(tmp, index=False)
+    write_curves(histories[histories.sweep == "grid"], reports / "plots" / "curves")
 
     seeds = list(cfg.study.seeds)
     more = grid.groupby(["activation", "init"]).size()
