@@ -18,7 +18,7 @@ import torch
 from conftest import processes, project_env, run
 from omegaconf import OmegaConf
 
-from initlab.compose import training_code_digest
+from initlab.digest import package_digest
 
 CELL = "runs/configs/grid/relu-he.yaml"
 OUTPUTS = ("history.csv", "layers.csv", "summary.json")
@@ -155,7 +155,7 @@ def test_an_idle_server_exits_and_removes_its_socket_and_log(project, env):
     socket = Path(env["XDG_RUNTIME_DIR"]) / "idle.sock"
     socket.with_suffix(".log").write_text("")  # as its client makes it
     server = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--serve",
-                               str(socket), training_code_digest(), "0.5"],
+                               str(socket), package_digest(), "0.5"],
                               cwd=project, env=env)
     deadline = time.monotonic() + 60
     while not socket.exists():

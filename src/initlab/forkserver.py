@@ -12,10 +12,11 @@ status becomes the client's. Python's multiprocessing "forkserver" works the sam
 one program; this one outlives a process so that successive DVC stages can share it.
 
 - The first client starts the server; it exits after IDLE_SECONDS without work.
-- A server serves one training code only: it checks that the modules it loaded have the
-  digest in the cell's config (`initlab.compose.code_digest`) and is found by a socket name
-  made of that digest, the interpreter and the environment (variables read at import, such
-  as OMP_NUM_THREADS, must match), so an edit or another setting starts a new server.
+- A server serves one version of the code only: it is found by a socket name made of the
+  digest of the package's source (`initlab.digest.package_digest`), the interpreter and the
+  environment (variables read at import, such as OMP_NUM_THREADS, must match), so an edit or
+  another setting starts a new server; and it trains a cell only if the cell's `code` is the
+  digest of the training code it loaded for that cell (`initlab.digest.cell_digest`).
 - A signal to the client (Ctrl-C, DVC or a scheduler stopping the stage) is passed on to the
   child, which then cleans up as the trainer does; a client killed outright closes its end
   of the socket and the child stops on that (SIGTERM), so no orphan goes on training.
@@ -49,18 +50,18 @@ PER_COMMAND_VARIABLES = {"DVC_STAGE", "DVC_ROOT", "PWD", "OLDPWD", "SHLVL", "_"}
 MESSAGE_BYTES = 1 << 20
 
 
-def socket_path(code: str, env: dict[str, str]) -> Path | None:
-    """Where the server for this training code, interpreter and environment listens: in a
+def socket_path(identity: str, env: dict[str, str]) -> Path | None:
+    """Where the server for this source (`identity`), interpreter and environment listens: in a
     folder of this user's that no one else can enter (None if it is not: the client, which
     sends its environment and its stdout there, then keeps to its own process)."""
-    identity = json.dumps([sys.executable, code, sorted(
+    key = json.dumps([sys.executable, identity, sorted(
         (k, v) for k, v in env.items() if k not in PER_COMMAND_VARIABLES)])
     folder = Path(env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"initlab-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     owner = folder.lstat()
     if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or folder.is_symlink():
         return None
-    return folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.sock"
+    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sock"
 
 
 def _send(conn: socket.socket, **message) -> None:
@@ -84,7 +85,7 @@ def _connect(path: Path) -> socket.socket:
     return conn
 
 
-def _connect_or_start(path: Path, code: str) -> socket.socket | None:
+def _connect_or_start(path: Path, identity: str) -> socket.socket | None:
     """A connection to the server at `path`, started if need be; None if none comes up."""
     try:
         return _connect(path)
@@ -92,7 +93,7 @@ def _connect_or_start(path: Path, code: str) -> socket.socket | None:
         pass
     log = path.with_suffix(".log").open("a")
     server = subprocess.Popen(
-        [sys.executable, "-m", "initlab.forkserver", "--serve", str(path), code,
+        [sys.executable, "-m", "initlab.forkserver", "--serve", str(path), identity,
          str(IDLE_SECONDS)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
@@ -110,12 +111,15 @@ def run_cell(cell_config: Path) -> int | None:
     could start the child (the cell's file unreadable included: the trainer reports that)."""
     import yaml
 
+    from initlab.digest import package_digest
+
     try:
         code = yaml.safe_load(cell_config.read_text()).get("code")
     except (OSError, yaml.YAMLError, AttributeError):
         return None
-    path = socket_path(code, dict(os.environ)) if isinstance(code, str) else None
-    conn = _connect_or_start(path, code) if path else None
+    identity = package_digest()
+    path = socket_path(identity, dict(os.environ)) if isinstance(code, str) else None
+    conn = _connect_or_start(path, identity) if path else None
     if conn is None:
         return None
     with conn:
@@ -171,16 +175,17 @@ def main() -> None:
 
 # ---- the server -------------------------------------------------------------------------
 
-def serve(path: Path, code: str, idle_seconds: float) -> None:
-    """Import the trainer, check its code against `code`, then fork a child per request on
-    the socket at `path` until `idle_seconds` pass with no child and no request."""
+def serve(path: Path, identity: str, idle_seconds: float) -> None:
+    """Import the trainer, check that the package's source is still `identity`, then fork a
+    child per request on the socket at `path` (for a cell composed for the training code it
+    loaded) until `idle_seconds` pass with no child and no request."""
     import initlab.train  # noqa: F401  (what every child inherits)
-    from initlab.compose import code_digest
+    from initlab.digest import package_digest
 
     loaded = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] ==
-              "initlab" and name not in ("initlab.forkserver", "initlab.compose")]
-    if code_digest(loaded) != code:
-        sys.exit(f"initlab.forkserver: the loaded training code is not {code}; not serving")
+              "initlab" and name not in ("initlab.forkserver", "initlab.digest")]
+    if package_digest() != identity:
+        sys.exit(f"initlab.forkserver: the package's source is not {identity}; not serving")
     os.chdir("/")  # hold no project folder; each child works in its client's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     bound = path.with_name(f".{path.name}.{os.getpid()}")
@@ -201,6 +206,11 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
                 try:
                     data, fds, _, _ = socket.recv_fds(conn, MESSAGE_BYTES, 3)
                 except OSError:
+                    conn.close()
+                    continue
+                if not _composed_for(loaded, data):  # the client trains it itself
+                    for fd in fds:
+                        os.close(fd)
                     conn.close()
                     continue
                 pid = os.fork()
@@ -233,6 +243,26 @@ def serve(path: Path, code: str, idle_seconds: float) -> None:
         path.unlink()
         path.with_suffix(".log").unlink(missing_ok=True)  # kept only when a server failed
     listener.close()
+
+
+def _composed_for(loaded: list[str], request: bytes) -> bool:
+    """Whether the requested cell's `code` is the digest of the training code this server
+    loaded, for its activation and init (a cell composed from other code is not served)."""
+    import yaml
+
+    from initlab.digest import cell_digest, pre_init_of
+
+    argv, cwd = (json.loads(request)[key] for key in ("argv", "cwd"))
+    try:
+        cell = yaml.safe_load((Path(cwd) / argv[1]).read_text())
+        activation, init, code = cell["activation"]["name"], cell["init"]["name"], cell["code"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError):
+        return True  # the trainer reports a bad cell file, as in a process of its own
+    if cell_digest(loaded, activation, init, pre_init_of(loaded, init)) == code:
+        return True
+    print(f"initlab.forkserver: {argv[1]} was composed for other training code; not serving "
+          "it", file=sys.stderr, flush=True)
+    return False
 
 
 def _child(conn: socket.socket, request: bytes, fds: list[int]) -> None:
