@@ -69,8 +69,7 @@ def test_sigmoid_xavier_chi_and_decades_by_hand():
     chi = integrate.quad(lambda z: (sigmoid(math.sqrt(q) * z) * (1 - sigmoid(math.sqrt(q) * z)))
                          ** 2 * density(z), -12, 12)[0]
     assert theory.fixed_point("sigmoid", 1.0, 0.0) == pytest.approx(q, rel=1e-9)
-    assert theory.decades_per_layer("sigmoid", 1.0, q) == pytest.approx(0.5 * math.log10(chi),
-                                                                      rel=1e-9)
+    assert theory.moments("sigmoid", [q])[1][0] == pytest.approx(chi, rel=1e-9)
     assert -0.66 < 0.5 * math.log10(chi) < -0.60
 
 

@@ -129,11 +129,6 @@ def propagate(activation: str, init: str, widths: list[int], input_q, bias_varia
     return table.drop(columns=["slope2"])
 
 
-def decades_per_layer(activation: str, sigma_w2: float, q: float) -> float:
-    """1/2 log10 chi at a layer of variance q: how the gradient norm moves per layer."""
-    return 0.5 * math.log10(sigma_w2 * float(moments(activation, [q])[1][0]))
-
-
 def fixed_point(activation: str, sigma_w2, sigma_b2, q0: float = 1.0, steps: int = 300):
     """q* of the forward map, iterated from q0, for a value or an array of (sigma_w2, sigma_b2);
     inf where it diverges."""
