@@ -125,3 +125,19 @@ def test_adding_a_new_init_in_code_trains_only_its_cells(prepared_project, tmp_p
     stale = run(["dvc", "status"], root, env=env).stdout
     assert set(re.findall(r"train\w*@[\w-]+", stale)) == {
         "train_grid@tanh-scaled_normal", "train_grid@relu-scaled_normal"}, stale
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cell", "runs/configs/grid/nope.yaml"], "runs/configs/grid/nope.yaml: file not found"),
+    (["--cell"], "--cell '' is not allowed: one cell config file"),
+])
+def test_a_bad_cell_argument_is_one_clear_error(argv, message, prepared_project, monkeypatch,
+                                                capsys):
+    from initlab.train import main
+
+    monkeypatch.chdir(prepared_project)
+    monkeypatch.setattr(sys, "argv", ["initlab.train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in stderr and stderr.count("\n") == 1
