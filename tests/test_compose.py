@@ -11,7 +11,7 @@ from conftest import REPO, SMALL_STUDY, project_env, run, update_params
 from omegaconf import OmegaConf
 
 from initlab.compose import training_files
-from initlab.digest import cell_digest, pre_init_of
+from initlab.digest import cell_digest
 
 
 def compose(project) -> dict[str, str]:
@@ -71,9 +71,7 @@ def edited_copy(tmp_path, monkeypatch):
     files = training_files()
     assert all(f.startswith(str(src)) for f in files)
 
-    def digest(activation, init):
-        return cell_digest(files, activation, init, pre_init_of(files, init))
-    return src / "initlab", digest
+    return src / "initlab", lambda activation, init: cell_digest(files, activation, init)
 
 
 CELLS = [("relu", "he"), ("tanh", "xavier"), ("sigmoid", "lsuv"), ("relu", "uniform")]

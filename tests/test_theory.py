@@ -96,7 +96,7 @@ def probes_at_init(activation: str, init: str, depth=8, width=512, features=100,
              "epoch": 0, "seed": s, "layer": layer,
              **{k: float(v[s, layer]) for k, v in found.items()}}
             for s in range(seeds) for layer in range(depth)]
-    return pd.DataFrame(rows), (x.double() ** 2).mean(1).numpy()
+    return pd.DataFrame(rows), theory.input_moments(x.numpy())
 
 
 @pytest.mark.parametrize("activation, init", [("relu", "he"), ("tanh", "xavier"),
@@ -161,7 +161,7 @@ def test_the_default_depth_sweep_at_init_agrees_where_it_should(in_project):
                       "epoch": 0, "seed": s, "layer": layer,
                       **{k: float(v[s, layer]) for k, v in found.items()}}
                      for s in range(5) for layer in range(20)]
-    input_q = (probe[0].flatten(1).double() ** 2).mean(1).numpy()
+    input_q = theory.input_moments(probe[0].numpy())
     tolerance = load_config([]).report.theory_decades
     verdicts = predicted.compare(pd.DataFrame(rows), input_q, 784, 10, tolerance).set_index(
         ["activation", "init"]).verdict

@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 
 from initlab.cells import cell_config, study_cells
 from initlab.config import load_config
+from initlab.digest import cell_digest
 from initlab.errors import reported_errors
-from initlab.digest import cell_digest, pre_init_of
 from initlab.io import atomic_path
 from initlab.paths import CELL_CONFIGS, workspace_root
 
@@ -41,12 +41,6 @@ def training_files() -> list[str]:
     code a cell can run (the evaluation and the report are not among them)."""
     return json.loads(subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
                                      capture_output=True, text=True).stdout)
-
-
-def cell_code(files: list[str], composed) -> str:
-    """The digest of the training code a composed cell runs (`initlab.digest.cell_digest`)."""
-    init = composed.init.name
-    return cell_digest(files, composed.activation.name, init, pre_init_of(files, init))
 
 
 def compose_cell(overrides: list[str]):
@@ -72,7 +66,7 @@ def main() -> None:
             for cell, composed in zip(cells, configs):
                 key = (composed.activation.name, composed.init.name)
                 if key not in codes:
-                    codes[key] = cell_code(files, composed)
+                    codes[key] = cell_digest(files, *key)
                 composed.code = codes[key]
                 path = tmp / Path(cell.config_path).relative_to(CELL_CONFIGS)
                 path.parent.mkdir(parents=True, exist_ok=True)

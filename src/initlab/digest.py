@@ -11,15 +11,18 @@ what belongs to other cells or to the study as a whole cut out first:
 
 So adding an init or an activation retrains only its own cells, editing the report or a
 threshold retrains none, and an edit to the loop, the model, the probes or the data code
-retrains every cell. Light on imports: the fork server's client uses `files_digest`.
+retrains every cell. Light on imports: the fork server's client uses `package_digest`.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 from pathlib import Path
+
+from initlab.io import sha256
 
 # module (path inside the package) -> (its registry variable, top-level names never hashed)
 PRUNED = {
@@ -32,10 +35,6 @@ PRUNED = {
 }
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def files_digest(files, texts: dict[str, str] | None = None) -> str:
     """sha256 over (path inside the package, sha256 of the file, or of `texts[path]`)."""
     files = sorted(map(Path, files))
@@ -44,8 +43,7 @@ def files_digest(files, texts: dict[str, str] | None = None) -> str:
     for file in files:
         name = file.relative_to(package).as_posix()
         content = (texts or {}).get(name)
-        body = sha256_text(content) if content is not None else \
-            hashlib.sha256(file.read_bytes()).hexdigest()
+        body = sha256(file) if content is None else hashlib.sha256(content.encode()).hexdigest()
         digest.update(f"{name} {body}\n".encode())
     return digest.hexdigest()
 
@@ -69,39 +67,58 @@ def _registry(tree: ast.Module, variable: str) -> tuple[ast.stmt, dict[str, ast.
     raise ValueError(f"no registry {variable}")
 
 
+def _top_name(node: ast.stmt) -> str | None:
+    """The name a top-level statement defines (a function, a class, an assigned variable)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+        return getattr(target, "id", None)
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(source: str, registry: str | None):
+    """A module's top-level statements as (name, source), its registry's index among them,
+    and the registry's entries as name -> (the names the entry uses, its source). Parsed once
+    per source text: the study's cells and a fork server's requests share it."""
+    tree = ast.parse(source)
+    statements = [(_top_name(node), ast.get_source_segment(source, node)) for node in tree.body]
+    if not registry:
+        return statements, None, {}
+    statement, entries = _registry(tree, registry)
+    return statements, tree.body.index(statement), {
+        name: (_names(value), ast.get_source_segment(source, value))
+        for name, value in entries.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _pre_inits(source: str) -> dict[str, str]:
+    """Each data-dependent init's `pre_init` (`DataInit(fn, pre_init, options)`)."""
+    _, entries = _registry(ast.parse(source), "DATA_INITS")
+    return {name: entry.args[1].value for name, entry in entries.items()}
+
+
 def pruned_source(source: str, registry: str | None, dropped, keep: set[str]) -> str:
     """The module's source without: the top-level names in `dropped`; the registry's entries
     other than those in `keep` (their source kept, in order), and the top-level functions and
     classes that only other entries name."""
-    tree = ast.parse(source)
-    removed, kept_entries = set(dropped), []
-    if registry:
-        statement, entries = _registry(tree, registry)
-        mine = set().union(*[_names(v) for k, v in entries.items() if k in keep])
-        others = set().union(*[_names(v) for k, v in entries.items() if k not in keep])
-        removed |= others - mine
-        kept_entries = [ast.get_source_segment(source, entries[k]) for k in sorted(keep)
-                        if k in entries]
-    parts = []
-    for node in tree.body:
-        if registry and node is statement:
-            parts.append(f"{registry}: {sorted(keep)} = {kept_entries}")
-            continue
-        name = getattr(node, "name", None)
-        if name is None and isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
-            name = getattr(target, "id", None)
-        if name not in removed:
-            parts.append(ast.get_source_segment(source, node))
-    return "\n".join(parts)
+    statements, at, entries = _parsed(source, registry)
+    mine = set().union(*[used for name, (used, _) in entries.items() if name in keep])
+    others = set().union(*[used for name, (used, _) in entries.items() if name not in keep])
+    removed = set(dropped) | (others - mine)
+    kept = [entries[name][1] for name in sorted(keep) if name in entries]
+    return "\n".join(f"{registry}: {sorted(keep)} = {kept}" if i == at else text
+                     for i, (name, text) in enumerate(statements) if name not in removed)
 
 
-def cell_digest(files, activation: str, init: str, pre_init: str | None = None) -> str:
+def cell_digest(files, activation: str, init: str) -> str:
     """The digest of the training code that a cell of `activation` x `init` runs (`files`:
-    the modules `import initlab.train` loads; `pre_init`: a data-dependent init's first
-    draw)."""
+    the modules `import initlab.train` loads); a data-dependent init keeps its first draw's
+    init (its `pre_init`) too."""
     files = list(map(Path, files))
     package = Path(os.path.commonpath(files))
+    pre_init = _pre_inits((package / "inits/data_dependent.py").read_text()).get(init)
     keep = {"inits/__init__.py": {init, pre_init} - {None},
             "inits/data_dependent.py": {init}, "activations.py": {activation}}
     texts = {}
@@ -111,11 +128,3 @@ def cell_digest(files, activation: str, init: str, pre_init: str | None = None) 
             texts[name] = pruned_source(path.read_text(), registry, dropped,
                                         keep.get(name, set()))
     return files_digest(files, texts)
-
-
-def pre_init_of(files, init: str) -> str | None:
-    """The `pre_init` of a data-dependent init, read from its registry's source."""
-    path = Path(os.path.commonpath(list(map(Path, files)))) / "inits/data_dependent.py"
-    _, entries = _registry(ast.parse(path.read_text()), "DATA_INITS")
-    entry = entries.get(init)
-    return entry.args[1].value if isinstance(entry, ast.Call) else None

@@ -250,7 +250,7 @@ def _composed_for(loaded: list[str], request: bytes) -> bool:
     loaded, for its activation and init (a cell composed from other code is not served)."""
     import yaml
 
-    from initlab.digest import cell_digest, pre_init_of
+    from initlab.digest import cell_digest
 
     argv, cwd = (json.loads(request)[key] for key in ("argv", "cwd"))
     try:
@@ -258,7 +258,7 @@ def _composed_for(loaded: list[str], request: bytes) -> bool:
         activation, init, code = cell["activation"]["name"], cell["init"]["name"], cell["code"]
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError):
         return True  # the trainer reports a bad cell file, as in a process of its own
-    if cell_digest(loaded, activation, init, pre_init_of(loaded, init)) == code:
+    if cell_digest(loaded, activation, init) == code:
         return True
     print(f"initlab.forkserver: {argv[1]} was composed for other training code; not serving "
           "it", file=sys.stderr, flush=True)

@@ -40,6 +40,8 @@ QUADRATURE_NODES = 100
 # correlation map does not depend on q, and its slope at c* = 1 is 1 (q E[phi'^2] = E[phi^2]):
 # xi_c is infinite at any sigma_w^2, and depth acts through the scale of q alone (chi per layer).
 HOMOGENEOUS = ("relu", "leaky_relu", "vleaky_relu", "maxout")
+# sigma_b^2 of each `model.bias_init` (`initlab.models.SeedBatchedNet.initialize`).
+BIAS_VARIANCE = {"zero": 0.0, "normal": 1.0}
 # Inits the theory does not describe: no random weights of a set variance (zero, constant) or
 # weights fitted to the data (rbm).
 OUTSIDE_THEORY = ("zero", "constant", "rbm")
@@ -92,6 +94,12 @@ def weight_variance(init: str, activation: str, fan_in: int, fan_out: int) -> fl
         "glorot_normal": gain2 * 2 * fan_in / (fan_in + fan_out),
         "orthogonal": gain2 * min(1.0, fan_in / fan_out),
     }.get(init)
+
+
+def input_moments(x) -> np.ndarray:
+    """|x|^2 / fan_in of each example of a batch x (N, ...), the first layer's input."""
+    x = np.asarray(x, dtype=float)
+    return np.square(x.reshape(len(x), -1)).mean(1)
 
 
 def propagate(activation: str, init: str, widths: list[int], input_q, bias_variance=0.0):
@@ -200,13 +208,13 @@ def main() -> None:
     # the prepared data give the exact value where they exist.
     try:
         x, _ = load_split("train")
-        input_q = (x[:cfg.train.probe_size].flatten(1).double() ** 2).mean(1).numpy()
+        input_q = input_moments(x[:cfg.train.probe_size].numpy())
         source = f"the first {len(input_q)} prepared training images (the probe batch)"
     except ConfigError:  # no prepared data yet: the theory needs none
         input_q, source = np.array([0.1]), "|x|^2 / fan_in = 0.1 (no prepared data found)"
     name, init = cfg.activation.name, cfg.init.name
-    table = propagate(name, init, widths, input_q,
-                      1.0 if cfg.model.bias_init == "normal" else 0.0)
+    bias2 = BIAS_VARIANCE[cfg.model.bias_init]
+    table = propagate(name, init, widths, input_q, bias2)
     if table is None:
         print(f"theory: init={init} is outside mean-field theory (no weights of a set "
               "variance, or weights fitted to the data)")
@@ -221,7 +229,6 @@ def main() -> None:
               f"(mean over hidden layers); first/last hidden: "
               f"{table.log10_grad_norm.iloc[1] - table.log10_grad_norm.iloc[-2]:+.2f} decades")
     sigma2 = float(table.sigma_w2.iloc[1]) if len(table) > 2 else float(table.sigma_w2.iloc[0])
-    bias2 = 1.0 if cfg.model.bias_init == "normal" else 0.0
     if name in HOMOGENEOUS or ACTIVATIONS[name].pieces == 1:
         xi = correlation_depth(name, sigma2, bias2)
         print(f"correlation depth xi_c = {xi:.3g} layers: trainable to ~{6 * xi:.3g} layers "

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from initlab import layout
+from initlab import layout, theory
 from initlab.config import load_config
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.errors import reported_errors
@@ -127,7 +127,8 @@ def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, inpu
     """Theory beside the depth sweep's probes (`predicted.compare`) and test accuracy, and its
     three figures."""
     features, classes = math.prod(cfg.dataset.image_shape), cfg.dataset.num_classes
-    measured, tables = predicted.per_layer(depth_layers, input_q, features, classes)
+    bias2 = theory.BIAS_VARIANCE[cfg.model.bias_init]
+    measured, tables = predicted.per_layer(depth_layers, input_q, features, classes, bias2)
     figures.theory_layers(measured, tables, "z_std", "pre-activation sd",
                           figures_dir / "theory_forward.png", log=True)
     figures.theory_layers(measured, tables, "log10_grad_norm", "log10 grad norm / last hidden",
@@ -136,7 +137,7 @@ def theory_parts(cfg, depth_layers: pd.DataFrame, depth_runs: pd.DataFrame, inpu
     figures.order_to_chaos(*predicted.phase("tanh", inits, cfg.depth_sweep.width),
                            figures_dir / "theory_tanh_phase.png")
     comparison = predicted.compare(depth_layers, input_q, features, classes,
-                                   cfg.report.theory_decades)
+                                   cfg.report.theory_decades, bias2)
     accuracy = depth_runs.groupby(["activation", "init", "depth"]).accuracy.mean()
     return comparison.join(accuracy.rename("test accuracy"), on=["activation", "init", "depth"])
 
@@ -224,7 +225,7 @@ def build(cfg) -> tuple[list, dict]:
     inits, activations = list(cfg.grid.inits), list(cfg.grid.activations)
     stats = tables.cell_stats(grid)
     x, _ = load_split("train")  # as numpy: the parent runs no torch op before the fork
-    input_q = np.square(x[:cfg.train.probe_size].flatten(1).numpy().astype(float)).mean(1)
+    input_q = theory.input_moments(x[:cfg.train.probe_size].numpy())
     # The findings and figures (a few seconds each, mostly pure-Python matplotlib) are made
     # by a pool of processes, one per core, forked from this one (torch imported, no op run).
     figures_dir = reports / "figures"
@@ -236,11 +237,11 @@ def build(cfg) -> tuple[list, dict]:
             (figures.learning_curves, (histories[histories.sweep == "grid"], activations,
                                        inits, tmp / "learning_curves.png")),
             (figures.accuracy_heatmap, (stats, inits, activations, tmp / "accuracy_grid.png"))]]
-        theory = pool.apply_async(theory_parts, (cfg, data.layers[data.layers.sweep == "depth"],
+        compared = pool.apply_async(theory_parts, (cfg, data.layers[data.layers.sweep == "depth"],
                                                  data.sweep("depth"), input_q, tmp))
         found = [pool.apply_async(finding, (data, tmp)) for finding in FINDINGS]
         findings = [result.get() for result in found]
-        comparison = theory.get()
+        comparison = compared.get()
         for finding in findings:
             finding.theory = "; ".join(filter(None, [
                 predicted.line(comparison, activation, init, forward)

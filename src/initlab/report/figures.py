@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
@@ -293,8 +294,6 @@ def order_to_chaos(sigma_w2, sigma_b2, chi, inits: dict[str, tuple[float, float]
                    path: Path) -> None:
     """The (sigma_w^2, sigma_b^2) plane of a tanh net: log10 chi_1 (blue ordered, red chaotic),
     the edge of chaos (chi_1 = 1), and where each init sits with its trainable depth 6 xi_c."""
-    import numpy as np
-
     fig, ax = plt.subplots(figsize=(8, 4.2))
     image = ax.pcolormesh(sigma_w2, sigma_b2, np.log10(chi), cmap="coolwarm", vmin=-1, vmax=1,
                           shading="auto")

@@ -203,12 +203,17 @@ class StudyData:
     def accuracies(self, sweep: str, **where) -> np.ndarray:
         return self.runs(sweep, **where)["accuracy"].to_numpy()
 
-    def means(self, sweep: str, activation: str, inits) -> str:
+    def method(self, activation: str, name: str) -> np.ndarray:
+        """The grid's accuracies of an init, or ("batchnorm") the batch-norm sweep's."""
+        if name == "batchnorm":
+            return self.accuracies("batchnorm", activation=activation)
+        return self.accuracies("grid", activation=activation, init=name)
+
+    def means(self, activation: str, names) -> str:
         """"xavier 15%, he 51%" for the inits (or "batchnorm") of one activation."""
         parts = []
-        for init in inits:
-            values = (self.accuracies("batchnorm", activation=activation) if init == "batchnorm"
-                      else self.accuracies(sweep, activation=activation, init=init))
+        for init in names:
+            values = self.method(activation, init)
             if len(values):
                 parts.append(f"{init} {100 * values.mean():.0f}%")
         return ", ".join(parts)
@@ -224,10 +229,8 @@ def _accuracy_differences(data: StudyData, key: str, pairs, threshold: float,
     for activation in data.sweep("grid").activation.unique():
         named = []
         for method, baseline in pairs:
-            values = (data.accuracies("batchnorm", activation=activation)
-                      if method == "batchnorm" else
-                      data.accuracies("grid", activation=activation, init=method))
-            base = data.accuracies("grid", activation=activation, init=baseline)
+            values = data.method(activation, method)
+            base = data.method(activation, baseline)
             if len(values) and len(base):
                 checks.append(interval_check(
                     activation, f"{method} − {baseline}", measure,
@@ -236,7 +239,7 @@ def _accuracy_differences(data: StudyData, key: str, pairs, threshold: float,
                 named += [n for n in (method, baseline) if n not in named]
         if named:
             details[activation] = f"{data.setup.get('grid', 'grid')}: " \
-                                  f"{data.means('grid', activation, named)}"
+                                  f"{data.means(activation, named)}"
     return checks, details
 
 
@@ -461,9 +464,7 @@ def f8_init_and_nonlinearity(data: StudyData, out: Path) -> Finding:
     t, grid = data.thresholds, data.sweep("grid")
     confidence, checks = t.confidence, []
 
-    def acc(activation, init):
-        return data.accuracies("grid", activation=activation, init=init)
-
+    acc = data.method
     for naive in NAIVE_INITS:
         a, b = acc("relu", "he"), acc("relu", naive)
         if len(a) and len(b):

@@ -20,7 +20,7 @@ def hidden_span(depth: int) -> tuple[int, int]:
 
 
 def compare(layers: pd.DataFrame, input_q, features: int, num_classes: int,
-            tolerance: float) -> pd.DataFrame:
+            tolerance: float, bias_variance: float = 0.0) -> pd.DataFrame:
     """Per (activation, init, depth) of the depth sweep's probes at init (depth >= 4): the
     predicted and measured log10 gradient-norm ratio of the first over the last hidden layer
     (F3's measure), per layer between them, their gap, and a verdict: `agrees` when the
@@ -35,7 +35,7 @@ def compare(layers: pd.DataFrame, input_q, features: int, num_classes: int,
                 ["activation", "init", "depth", "width"]):
             first, last = hidden_span(depth)
             widths = [features] + [int(width)] * (depth - 1) + [num_classes]
-            table = theory.propagate(activation, init, widths, input_q)
+            table = theory.propagate(activation, init, widths, input_q, bias_variance)
             by_layer = runs.groupby("layer").grad_norm.apply(lambda g: np.log10(g).mean())
             measured = by_layer[first] - by_layer[last]
             z_std = runs.groupby("layer").z_std.mean()
@@ -64,7 +64,7 @@ def compare(layers: pd.DataFrame, input_q, features: int, num_classes: int,
             rows.append({**row, "predicted": predicted, "predicted per layer":
                          predicted / (last - first), "gap": gap, "sigma_w2": sigma2,
                          "trainable depth (6 xi_c)": 6 * theory.correlation_depth(
-                             activation, sigma2, 0.0, 20), "verdict": verdict})
+                             activation, sigma2, bias_variance, 20), "verdict": verdict})
     columns = ["activation", "init", "depth", "sigma_w2", "predicted", "measured",
                "predicted per layer", "measured per layer", "gap", "saturated",
                "predicted z decades", "measured z decades", "trainable depth (6 xi_c)",
@@ -89,7 +89,8 @@ def line(comparison: pd.DataFrame, activation: str, init: str, forward: bool = F
             f"({row.verdict})")
 
 
-def per_layer(layers: pd.DataFrame, input_q, features: int, num_classes: int):
+def per_layer(layers: pd.DataFrame, input_q, features: int, num_classes: int,
+              bias_variance: float = 0.0):
     """The deepest nets of the depth sweep at init, per layer and seed, beside theory's table
     per (activation, init): z_std, and log10 of the weight-gradient norm over the last hidden
     layer's (hidden layers only: the input and output layers' own shapes move theirs)."""
@@ -107,7 +108,7 @@ def per_layer(layers: pd.DataFrame, input_q, features: int, num_classes: int):
     tables = {}
     for activation, init in measured[["activation", "init"]].drop_duplicates().itertuples(
             index=False):
-        table = theory.propagate(activation, init, widths, input_q)
+        table = theory.propagate(activation, init, widths, input_q, bias_variance)
         if table is not None:
             table = table[table.layer < depth - 1].copy()
             table["log10_grad_norm"] -= table.log10_grad_norm[last]

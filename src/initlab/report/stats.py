@@ -117,8 +117,8 @@ def aggregate(verdicts) -> str:
     """The one rule, for a case (its checks) and a finding (its cases in scope): HOLDS when
     every check holds, FAILS when every check fails, PARTLY when some hold and some fail,
     INCONCLUSIVE otherwise (some undecided, and the decided ones agree; or no check)."""
-    found = set(verdicts) - {UNDECIDED}
     verdicts = list(verdicts)
+    found = set(verdicts) - {UNDECIDED}
     if verdicts and all(v == HOLDS for v in verdicts):
         return HOLDS
     if verdicts and all(v == FAILS for v in verdicts):
