@@ -36,7 +36,7 @@ def make_data(accuracy, seeds=5, depths=(2, 20), grad_ratio=None, zero_grad=0.0,
         rows.append(dict(sweep=sweep, run_dir=run_dir, activation=activation, init=init,
                          depth=depth, width=8, seed=seed, accuracy=acc, test_accuracy=acc,
                          diverged=False, n_c=acc <= CHANCE + 0.05,
-                         init_seconds=5.0 if init == "rbm" else 1e-3, train_seconds=2.0))
+                         init_passes=15 if init == "rbm" else 0))
         for epoch, layer in itertools.product(range(3), range(depth)):
             zero = init == "zero"
             grad = (zero_grad if zero else 1.0) * (

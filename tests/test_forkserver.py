@@ -82,7 +82,7 @@ def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
                    env={**env, "DVC_STAGE": f"train@{command}"})
         assert "relu-he-s1: 2 epochs" in done.stdout  # the child writes to the client's stdout
         ran = json.loads((cell_dir / "cell.json").read_text())
-        assert ran["mlflow"]["tags"]["dvc_stage"] == f"train@{command}"  # its environment
+        assert ran["mlflow_tags"]["dvc_stage"] == f"train@{command}"  # its environment
         trained.append(outputs(cell_dir))
         serving.append(servers(env))
     assert trained[0] == trained[1] == trained[2]

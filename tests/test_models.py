@@ -128,7 +128,7 @@ def test_a_cnn_cell_trains_and_evaluates_on_the_embedded_data(in_project):
     out = train_cell(cfg)
     x_test, y_test = load_split("test")
     ran = json.loads((out / "cell.json").read_text())
-    rows = evaluate_cell("default", "grid", out, ran, x_test, y_test)
+    rows = evaluate_cell(out, x_test, y_test)
     assert [r["seed"] for r in rows] == [0, 1]
     assert all(r["test_accuracy"] > 0.5 for r in rows)  # learned in one epoch
     assert ran["parameters_per_seed"] == build_model(cfg, 1).seed_parameter_count()

@@ -12,13 +12,17 @@ from mlflow.entities import Dataset, DatasetInput
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
+from initlab import timings
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
+from initlab.io import sha256
 from initlab.layout import CELL_JSON
+from initlab.memo import Memo, key
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
 from initlab.tracking import (
+    LOGGED,
     RUN_KEY_TAG,
     client,
     experiment_id,
@@ -26,6 +30,7 @@ from initlab.tracking import (
     log_input,
     run_metrics,
     study_run,
+    tracking_uri,
     unlogged_seeds,
 )
 from initlab.train import fit, seed_generator, train_cell
@@ -60,7 +65,12 @@ def test_cell_trains_and_writes_its_outputs(in_project):
         assert state["weights.0"].shape == (784, 16)
     ran = json.loads((out / "cell.json").read_text())
     assert ran["device"] == "cpu" and ran["parameters_per_seed"] == 784 * 16 + 16 + 16 * 10 + 10
-    assert ran["mlflow"]["tags"]["activation"] == "relu"
+    assert ran["mlflow_tags"]["activation"] == "relu"
+    # what the config determines, nothing of the clock or the checkout
+    assert set(ran) == {"device", "parameters_per_seed", "train_examples", "mlflow_tags"}
+    assert "git_commit" not in ran["mlflow_tags"]
+    ran_for = timings.read(out)  # beside the output, for this very config
+    assert ran_for["train_seconds"] > 0 and ran_for["config_sha256"] == sha256(out / "config.yaml")
     assert not list(in_project.glob("runs/**/.*tmp*"))  # no temp folder left behind
 
 
@@ -106,11 +116,14 @@ def test_a_cells_runs_are_logged_once_from_its_files(in_project):
         assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id,
                                                                  "val_accuracy")] == [0, 1, 2]
         assert len(mlflow_client.get_metric_history(run.info.run_id, "layer1/grad_norm")) == 3
+        assert run.data.metrics["train_seconds"] > 0 and run.data.tags["host"]  # its timings
     assert {r.info.run_id for r in log(out, mlflow_client)} == {r.info.run_id for r in runs}
 
-    # Logging killed half-way left a RUNNING run: the next evaluate replaces it.
+    # Logging killed half-way left a RUNNING run (and no memo of a logged one, which is
+    # written once a run has ended): the next evaluate replaces it.
     stale = runs[0]
     mlflow_client.delete_run(stale.info.run_id)
+    (Memo(LOGGED).folder / key(tracking_uri(), stale.data.tags[RUN_KEY_TAG])).unlink()
     half = mlflow_client.create_run(stale.info.experiment_id, tags={
         "cell": "logged", RUN_KEY_TAG: stale.data.tags[RUN_KEY_TAG]})
     again = log(out, mlflow_client)

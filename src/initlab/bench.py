@@ -40,7 +40,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from initlab import layout
+from initlab import layout, timings
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
@@ -225,7 +224,7 @@ def repro_study(quick: bool) -> dict:
 
         wall = timed(["dvc", "repro"])
         noop = timed(["dvc", "repro"])
-        ran = [json.loads(p.read_text()) for p in copy.glob(f"runs/*/*/{layout.CELL_JSON}")]
+        ran = [json.loads(p.read_text()) for p in copy.glob(f"{timings.TIMINGS}/*/*.json")]
         training = sum(cell["init_seconds"] + cell["train_seconds"] for cell in ran)
         cells = len(ran)
         rss_kb = subprocess.run(
@@ -269,13 +268,13 @@ def mlflow_floor() -> float:
     from initlab.logging_workers import worker_count
 
     cfg = load_config([])
-    cells, runs = cell_dirs(cfg), []
+    cells, runs, now_ms = cell_dirs(cfg), [], int(time.time() * 1000)
     for _, cell_dir in cells:
         ran = json.loads((cell_dir / layout.CELL_JSON).read_text())
         params = tracking.cell_params(cell_dir)
         for seed in cfg.study.seeds:
-            runs.append((ran["mlflow"]["tags"], *tracking.run_batch(
-                cell_dir, seed, ran, params, {"test_accuracy": 0.0, "test_loss": 0.0})))
+            runs.append((ran["mlflow_tags"], *tracking.run_batch(
+                cell_dir, seed, now_ms, params, {"test_accuracy": 0.0, "test_loss": 0.0})))
     # The store is opened after the forks only: MLflow keeps one engine per store in a
     # process, and a sqlite connection must not cross a fork.
     fork = multiprocessing.get_context("fork")
@@ -317,16 +316,6 @@ runpy.run_module("initlab.train", run_name="__main__")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"""
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run, not the study's")
@@ -357,7 +346,8 @@ def main() -> None:
     pipeline = repro_study(args.quick)
     bench = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "quick": args.quick, "cpu_model": cpu_model(), "cores": len(os.sched_getaffinity(0)),
+        "quick": args.quick, "cpu_model": timings.cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
         "torch_threads": threads, "torch_version": torch.__version__,
         "cell": f"relu-he, {n_seeds} seeds x {cfg.train.epochs} epochs, "
                 f"depth {cfg.model.depth}, width {cfg.model.width}, batch {cfg.train.batch_size}",

@@ -10,6 +10,9 @@ others). A train stage depends on its cell's file and the prepared data alone: D
 exactly the cells whose config or training code changed, and checks 2 deps per cell instead
 of every conf and source file (the no-op `dvc repro`, and the lock file DVC rewrites after
 every stage, shrink with it).
+
+Hydra composes a cell in ~0.2 s: a cell's file is kept (`initlab.memo`) by the hash of what
+it is composed from (`compose_key`), so an edit recomposes only the cells it touches.
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
-from initlab.cells import cell_config, study_cells
-from initlab.config import load_config
-from initlab.digest import cell_digest
+from initlab import memo
+from initlab.cells import STUDY_LEVEL, cell_config, study_cells
+from initlab.config import GROUPS, PARAMS_FILE, load_config
+from initlab.digest import cell_digest, package_digest
 from initlab.errors import reported_errors
-from initlab.io import atomic_path
+from initlab.io import atomic_path, sha256
 from initlab.paths import CELL_CONFIGS, workspace_root
+
+COMPOSED = "composed"  # the memo's kinds: a cell's composed file, and the training files
+TRAINING_FILES = "training_files"
 
 # Run in a fresh interpreter: the initlab source files that training a cell loads.
 _TRAINING_MODULES = """import json, sys, initlab.train
@@ -38,9 +46,15 @@ print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items()
 
 def training_files() -> list[str]:
     """The initlab source files that `import initlab.train` loads in a fresh interpreter: the
-    code a cell can run (the evaluation and the report are not among them)."""
-    return json.loads(subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
-                                     capture_output=True, text=True).stdout)
+    code a cell can run (the evaluation and the report are not among them). Kept by the
+    package's digest: it changes only with the source."""
+    kept = memo.Memo(TRAINING_FILES)
+    key = memo.key(str(Path(__file__).parent), package_digest())
+    if (listed := kept.get(key)) is None:
+        listed = subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
+                                capture_output=True).stdout
+        kept.put(key, listed)
+    return json.loads(listed)
 
 
 def compose_cell(overrides: list[str]):
@@ -49,30 +63,57 @@ def compose_cell(overrides: list[str]):
     return cell_config(load_config(overrides))
 
 
+def compose_key(overrides: list[str], code: str) -> str:
+    """What a cell's file is composed from: its overrides, params.yaml without what only the
+    study uses, the conf/ files it can read (every group's but activation's and init's, of
+    which its own), its training code's digest and this module."""
+    root = workspace_root()
+    params = yaml.safe_load((root / PARAMS_FILE).read_text())
+    for section in STUDY_LEVEL:
+        params.pop(section, None)
+    params.get("study", {}).pop("name", None)
+    chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in GROUPS)
+    conf = root / "conf"
+    files = [p for p in sorted(conf.rglob("*.yaml"))
+             if p.parent.name not in chosen or p.stem == chosen[p.parent.name]]
+    return memo.key(sha256(Path(__file__)), json.dumps(overrides), json.dumps(params),
+                    code, *[f"{p.relative_to(conf)}:{sha256(p)}" for p in files])
+
+
 def main() -> None:
     with reported_errors():
         overrides = sys.argv[1:]
         cells = study_cells(load_config(overrides))
-        # Hydra composes a config in ~0.2 s of pure Python: the processes of a pool, one per
-        # core, compose the cells, one of them first listing the training code (mostly a fresh
-        # interpreter's imports). Forked, as in the fork server: torch is imported here (the
-        # config's registries) but has run no op.
-        with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
-            listed = pool.apply_async(training_files)
-            configs = pool.map(compose_cell, [[*overrides, *cell.overrides] for cell in cells])
-            files = listed.get()
-        codes = {}  # a digest per (activation, init), shared by the sweeps
+        files = training_files()
+        composed, texts, codes = memo.Memo(COMPOSED), {}, {}
+        for cell in cells:
+            chosen = dict(o.split("=", 1) for o in cell.overrides)
+            pair = (chosen["activation"], chosen["init"])
+            if pair not in codes:  # a digest per (activation, init), shared by the sweeps
+                codes[pair] = cell_digest(files, *pair)
+            key = compose_key([*overrides, *cell.overrides], codes[pair])
+            texts[cell] = (key, codes[pair], composed.get(key))
+        missing = [cell for cell, (_, _, text) in texts.items() if text is None]
+        if missing:
+            # Forked, as in the fork server: torch is imported here (the config's registries)
+            # but has run no op.
+            with multiprocessing.get_context("fork").Pool(
+                    min(len(missing), len(os.sched_getaffinity(0)))) as pool:
+                configs = pool.map(compose_cell,
+                                   [[*overrides, *cell.overrides] for cell in missing])
+            for cell, config in zip(missing, configs):
+                key, code, _ = texts[cell]
+                config.code = code
+                texts[cell] = (key, code, OmegaConf.to_yaml(config).encode())
+                composed.put(key, texts[cell][2])
         with atomic_path(workspace_root() / CELL_CONFIGS) as tmp:
-            for cell, composed in zip(cells, configs):
-                key = (composed.activation.name, composed.init.name)
-                if key not in codes:
-                    codes[key] = cell_digest(files, *key)
-                composed.code = codes[key]
+            for cell, (_, _, text) in texts.items():
                 path = tmp / Path(cell.config_path).relative_to(CELL_CONFIGS)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                OmegaConf.save(composed, path)
-        print(f"compose: {len(cells)} cells -> {CELL_CONFIGS}/ (training code of "
-              f"{len(files)} modules, {len(codes)} digests: one per activation x init)")
+                path.write_bytes(text)
+        print(f"compose: {len(cells)} cells -> {CELL_CONFIGS}/ ({len(missing)} composed, the "
+              f"rest as before; training code of {len(files)} modules, {len(codes)} digests: "
+              "one per activation x init)")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
-from initlab import layout
+from initlab import layout, memo, timings
 from initlab.paths import tracking_root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from the study
@@ -84,14 +83,6 @@ def experiment_id(mlflow_client, study: str) -> str:
         except MlflowException:
             time.sleep(0.5)
     raise RuntimeError(f"could not create or find the MLflow experiment {name!r}")
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
@@ -165,19 +156,43 @@ def run_metrics(seed_dir: Path, test: dict[str, float]) -> list[tuple[str, float
 def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int]) -> list[int]:
     """The seeds of a trained cell whose run is not in the store yet: a run already logged
     with the same results (RUN_KEY_TAG) counts; an incomplete one (its logging was killed) is
-    deleted, so that its seed is logged again. A query per seed, by its key: one by cell would
-    load every run the cell ever had, which grows with each retraining (after 8 of the study:
-    0.16 s a cell, against 0.06 s)."""
-    todo = []
+    deleted, so that its seed is logged again. A query per seed, by its key (one by cell would
+    load every run the cell ever had, which grows with each retraining), unless the memo of
+    logged runs (`initlab.memo`) has the key in this very experiment: then no query."""
+    logged, stamp, todo = memo.Memo(LOGGED), _experiment_stamp(mlflow_client, exp_id), []
     for seed in seeds:
+        key = run_key(cell_dir, seed)
+        if logged.get(memo.key(tracking_uri(), key)) == stamp:
+            continue
         previous = mlflow_client.search_runs(
-            [exp_id], f"tags.`{RUN_KEY_TAG}` = '{run_key(cell_dir, seed)}'", max_results=1000)
+            [exp_id], f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1000)
         if any(r.info.status in FINAL_STATUSES for r in previous):
+            logged.put(memo.key(tracking_uri(), key), stamp)
             continue
         for stale in previous:
             mlflow_client.delete_run(stale.info.run_id)
         todo.append(seed)
     return todo
+
+
+def maybe_logged(cell_dir: Path, seeds: list[int]) -> bool:
+    """Whether the memo of logged runs has every seed of the cell, in some experiment of this
+    store: a hint, before the store is open, of how much `evaluate` will log."""
+    logged = memo.Memo(LOGGED)
+    return all(memo.key(tracking_uri(), run_key(cell_dir, seed)) in logged for seed in seeds)
+
+
+LOGGED = "logged"  # the memo's kind: tracking URI + run key -> the experiment it is logged in
+_stamps: dict[tuple[str, str], bytes] = {}
+
+
+def _experiment_stamp(mlflow_client, exp_id: str) -> bytes:
+    """What tells the experiment from one of the same id in a store made anew."""
+    where = (tracking_uri(), exp_id)
+    if where not in _stamps:
+        created = mlflow_client.get_experiment(exp_id).creation_time
+        _stamps[where] = f"{exp_id}:{created}".encode()
+    return _stamps[where]
 
 
 def log_input(mlflow_client, run_id: str, data_input) -> None:
@@ -203,38 +218,56 @@ def cell_params(cell_dir: Path) -> dict[str, str]:
     return flatten(OmegaConf.to_container(OmegaConf.load(cell_dir / layout.CONFIG)))
 
 
-def run_batch(cell_dir: Path, seed: int, ran: dict, params_of_cell: dict[str, str],
+def run_batch(cell_dir: Path, seed: int, timestamp_ms: int, params_of_cell: dict[str, str],
               test: dict[str, float]) -> tuple[list, list]:
     """(metrics, params) of one run, as `log_batch` takes them: `run_metrics` stamped with
-    the cell's end time (`ran`, its cell.json), and the cell's params with the seed's."""
+    `timestamp_ms`, and the cell's params with the seed's."""
     from mlflow.entities import Metric, Param
 
-    metrics = [Metric(k, float(v), ran["ended_ms"], int(step))
+    metrics = [Metric(k, float(v), timestamp_ms, int(step))
                for k, v, step in run_metrics(layout.seed_dir(cell_dir, seed), test)]
     return metrics, [Param(k, v) for k, v in {**params_of_cell, "seed": str(seed)}.items()]
+
+
+# What of a cell's timings (`initlab.timings`) its runs carry as tags, and as metrics.
+TIMING_TAGS = ("host", "cpu_model", "git_commit", "torch_threads")
+TIMING_METRICS = ("init_seconds", "train_seconds")
 
 
 def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: Path, ran: dict,
              tests: dict, artifacts: list[Path]) -> None:
     """One MLflow run per seed of a trained cell, named `<cell>-s<seed>` under the `study`'s
     parent run, from the cell's files: every resolved config value as a param, the metrics
-    of `run_metrics`, the tags, dataset and times the train stage recorded (`ran`, its
-    cell.json), the seed's history and layer CSVs plus `artifacts`. `tests`: seed -> its test
-    metrics, for the seeds `unlogged_seeds` names. A run ends FINISHED, or FAILED when it
-    diverged; KILLED or FAILED if the logging itself is interrupted or fails."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
+    of `run_metrics`, the tags the train stage recorded (`ran`, its cell.json), the prepared
+    data as its dataset, the seed's history and layer CSVs plus `artifacts`; and, when the
+    cell has timings (`initlab.timings`), its start and end, where it ran, and its seconds
+    shared out per seed. `tests`: seed -> its test metrics, for the seeds `unlogged_seeds`
+    names. A run ends FINISHED, or FAILED when it diverged; KILLED or FAILED if the logging
+    itself is interrupted or fails."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
+
+    from initlab.data.prepare import prepared_dir
 
     cell = cell_dir.name
-    info = ran["mlflow"]
+    tags = ran["mlflow_tags"]
+    timing = timings.read(cell_dir) or {}
+    now_ms = int(time.time() * 1000)
+    started_ms, ended_ms = timing.get("started_ms", now_ms), timing.get("ended_ms", now_ms)
+    timing_tags = {k: str(timing[k]) for k in TIMING_TAGS if k in timing}
     params_of_cell = cell_params(cell_dir)
-    data_input = DatasetInput(Dataset(**info["dataset"], source_type="local"),
-                              [InputTag("mlflow.data.context", "training")])
+    seeds = len(json.loads(params_of_cell["study.seeds"]))
+    seconds = [Metric(k, timing[k] / seeds, ended_ms, 0) for k in TIMING_METRICS if k in timing]
+    data_input = DatasetInput(
+        Dataset(tags["dataset"], tags["dataset_sha256"][:36], "local",
+                json.dumps({"uri": prepared_dir().as_uri()}),
+                profile=json.dumps({"train_examples": ran["train_examples"]})),
+        [InputTag("mlflow.data.context", "training")])
     for seed, test in tests.items():
         seed_dir = layout.seed_dir(cell_dir, seed)
         summary = json.loads((seed_dir / layout.SUMMARY).read_text())
         run_id = mlflow_client.create_run(
-            exp_id, start_time=ran["started_ms"], run_name=f"{cell}-s{seed}",
-            tags={**info["tags"], "study": study, "cell": cell, "seed": str(seed),
+            exp_id, start_time=started_ms, run_name=f"{cell}-s{seed}",
+            tags={**tags, **timing_tags, "study": study, "cell": cell, "seed": str(seed),
                   RUN_KEY_TAG: run_key(cell_dir, seed), "mlflow.parentRunId": parent_id,
                   **({"diverged": f"epoch {summary['diverged_at_epoch']}"}
                      if summary["diverged"] else {})}).info.run_id
@@ -244,11 +277,14 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
             for path in (seed_dir / layout.HISTORY, seed_dir / layout.LAYERS, *artifacts):
                 mlflow_client.log_artifact(run_id, str(path))
             # MLflow splits the batch by its limits
-            mlflow_client.log_batch(run_id, *run_batch(cell_dir, seed, ran, params_of_cell, test))
+            metrics, params = run_batch(cell_dir, seed, ended_ms, params_of_cell, test)
+            mlflow_client.log_batch(run_id, metrics + seconds, params)
             log_input(mlflow_client, run_id, data_input)
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             mlflow_client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise
         mlflow_client.set_terminated(run_id, "FAILED" if summary["diverged"] else "FINISHED",
-                                     end_time=ran["ended_ms"])
+                                     end_time=ended_ms)
+        memo.Memo(LOGGED).put(memo.key(tracking_uri(), run_key(cell_dir, seed)),
+                              _experiment_stamp(mlflow_client, exp_id))

@@ -16,7 +16,6 @@ process (`initlab.tracking.log_cell`).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from initlab import layout
+from initlab import layout, timings
 from initlab.augment import AUGMENTATIONS
 from initlab.cells import cell_config, load_cell_config
 from initlab.config import load_config
@@ -191,9 +190,8 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def train_cell(cfg) -> Path:
-    """Train every seed of one cell and write its outputs; returns the cell's folder."""
-    from initlab.tracking import git_commit
-
+    """Train every seed of one cell and write its outputs (what the config and seeds
+    determine, nothing of the clock: `initlab.timings` records that); returns its folder."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         # On the CPU every op used here is deterministic already, and the call would cost
@@ -218,12 +216,8 @@ def train_cell(cfg) -> Path:
             "depth": str(cfg.model.depth), "batchnorm": str(cfg.model.batchnorm),
             "parameters": str(model.seed_parameter_count()),
             "dataset": cfg.dataset.name, "sweep": Path(cfg.run_dir).parent.name,
-            "dvc_stage": os.environ.get("DVC_STAGE", "by hand"),
-            "git_commit": git_commit(), "device": str(device),
+            "dvc_stage": os.environ.get("DVC_STAGE", "by hand"), "device": str(device),
             "dataset_sha256": sha256(prepared_dir() / "manifest.json")}
-    dataset = {"name": cfg.dataset.name, "digest": tags["dataset_sha256"][:36],
-               "source": json.dumps({"uri": prepared_dir().as_uri()}),
-               "profile": json.dumps({"train_examples": len(train[1])})}
 
     signal.signal(signal.SIGTERM, sigterm_as_exit)
     progress = Progress(cell, seeds, cfg.train.epochs)
@@ -255,11 +249,11 @@ def train_cell(cfg) -> Path:
                 "init_log": {k: v[:, s].tolist() for k, v in init_log.items()},
             })
         write_json(tmp / layout.CELL_JSON, {
-            "device": str(device), "torch_threads": torch.get_num_threads(),
-            "parameters_per_seed": model.seed_parameter_count(),
-            "init_seconds": init_seconds, "train_seconds": seconds,
-            "started_ms": started_ms, "ended_ms": int(time.time() * 1000),
-            "mlflow": {"tags": tags, "dataset": dataset}})
+            "device": str(device), "parameters_per_seed": model.seed_parameter_count(),
+            "train_examples": len(train[1]), "mlflow_tags": tags})
+    timings.record(out_dir, init_seconds=init_seconds, train_seconds=seconds,
+                   started_ms=started_ms, ended_ms=int(time.time() * 1000),
+                   torch_threads=torch.get_num_threads())
     return out_dir
 
 

@@ -190,7 +190,13 @@ def published_comparison(means: pd.DataFrame, alpha: float) -> list:
     ]
 
 
-def setup_lines(cfg, root: Path) -> dict[str, str]:
+def rbm_config(root: Path):
+    """The grid's RBM cell config, if the grid has one."""
+    rbm_cells = sorted((root / CELL_CONFIGS / "grid").glob("*-rbm.yaml"))
+    return OmegaConf.load(rbm_cells[0]) if rbm_cells else None
+
+
+def setup_lines(cfg, rbm_cell) -> dict[str, str]:
     """How each sweep trained, in machine-independent units (StudyData.setup)."""
     n_train = sum(class_counts("train"))
     steps = cfg.depth_sweep.epochs * math.ceil(n_train / cfg.train.batch_size)
@@ -198,15 +204,20 @@ def setup_lines(cfg, root: Path) -> dict[str, str]:
                      f"epochs",
              "depth": f"{cfg.depth_sweep.epochs} epochs ({steps} {cfg.optimizer.name} steps "
                       f"of {cfg.train.batch_size} examples)"}
-    rbm_cells = sorted((root / CELL_CONFIGS / "grid").glob("*-rbm.yaml"))
-    if rbm_cells:
-        cell = OmegaConf.load(rbm_cells[0])
-        rbm, hidden = cell.init.rbm, cell.model.depth - 1
+    if rbm_cell is not None:
+        rbm, hidden = rbm_cell.init.rbm, rbm_cell.model.depth - 1
         lines["rbm"] = (f"{rbm.epochs} epochs of CD-{rbm.k} for each of the {hidden} hidden "
                         f"layers, {rbm.epochs * hidden} passes over the training data (each "
-                        f"through the layers below), before the {cell.train.epochs} epochs of "
-                        "training that every init gets")
+                        f"through the layers below), before the {rbm_cell.train.epochs} epochs "
+                        "of training that every init gets")
     return lines
+
+
+def init_passes(results: pd.DataFrame, rbm_cell) -> np.ndarray:
+    """Each run's passes over the training data before training: RBM pre-training's epochs
+    for each hidden layer, 0 for every other init."""
+    epochs = 0 if rbm_cell is None else rbm_cell.init.rbm.epochs
+    return np.where(results.init == "rbm", epochs * (results.depth - 1), 0)
 
 
 def build(cfg) -> tuple[list, dict]:
@@ -216,11 +227,13 @@ def build(cfg) -> tuple[list, dict]:
     chance = max(counts) / sum(counts)
     results = tables.mark_not_converged(pd.read_csv(root / RESULTS_CSV), max(counts),
                                         sum(counts), cfg.report.chance_margin)
-    results = results.assign(accuracy=results.test_accuracy.fillna(chance))
+    rbm_cell = rbm_config(root)
+    results = results.assign(accuracy=results.test_accuracy.fillna(chance),
+                             init_passes=init_passes(results, rbm_cell))
     histories = per_run(results, layout.HISTORY)
     data = StudyData(results, per_run(results, layout.LAYERS).merge(
         results[["run_dir", "seed", "width"]]), histories, chance, cfg.report,
-        setup_lines(cfg, root))
+        setup_lines(cfg, rbm_cell))
     grid = results[results.sweep == "grid"]
     inits, activations = list(cfg.grid.inits), list(cfg.grid.activations)
     stats = tables.cell_stats(grid)

@@ -1,0 +1,49 @@
+"""Results kept by the hash of everything they depend on, so that a stage does work in
+proportion to what changed: `compose` keeps each cell's config, `evaluate` each cell's test
+rows and which runs MLflow holds, `report` each figure. A stage that finds its input's key
+reuses the bytes instead of computing them again; what it writes is byte for byte what a run
+from scratch writes (tests/test_pipeline.py). Nothing here is a record: deleting .cache/ only
+makes the next stages slower.
+
+    .cache/<kind>/<key>     one entry, written atomically
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from initlab.io import atomic_path
+from initlab.paths import tracking_root
+
+CACHE = ".cache"
+
+
+def key(*parts: str | bytes) -> str:
+    """The hash of `parts`, each length-prefixed (("ab", "c") and ("a", "bc") differ)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+class Memo:
+    """The entries of one kind. Under the project's root, shared by the temp copies that
+    `dvc exp run --queue` works in."""
+
+    def __init__(self, kind: str):
+        self.folder = tracking_root() / CACHE / kind
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.folder / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes = b"") -> None:
+        with atomic_path(self.folder / key) as tmp:
+            tmp.write_bytes(data)
+
+    def __contains__(self, key: str) -> bool:
+        return (self.folder / key).is_file()
+
