@@ -92,8 +92,8 @@ def main() -> None:
             if pair not in codes:  # a digest per (activation, init), shared by the sweeps
                 codes[pair] = cell_digest(files, *pair)
             key = compose_key([*overrides, *cell.overrides], codes[pair])
-            texts[cell] = (key, codes[pair], composed.get(key))
-        missing = [cell for cell, (_, _, text) in texts.items() if text is None]
+            texts[cell.config_path] = (key, codes[pair], composed.get(key))
+        missing = [cell for cell in cells if texts[cell.config_path][2] is None]
         if missing:
             # Forked, as in the fork server: torch is imported here (the config's registries)
             # but has run no op.
@@ -102,13 +102,14 @@ def main() -> None:
                 configs = pool.map(compose_cell,
                                    [[*overrides, *cell.overrides] for cell in missing])
             for cell, config in zip(missing, configs):
-                key, code, _ = texts[cell]
+                key, code, _ = texts[cell.config_path]
                 config.code = code
-                texts[cell] = (key, code, OmegaConf.to_yaml(config).encode())
-                composed.put(key, texts[cell][2])
+                text = OmegaConf.to_yaml(config).encode()
+                texts[cell.config_path] = (key, code, text)
+                composed.put(key, text)
         with atomic_path(workspace_root() / CELL_CONFIGS) as tmp:
-            for cell, (_, _, text) in texts.items():
-                path = tmp / Path(cell.config_path).relative_to(CELL_CONFIGS)
+            for config_path, (_, _, text) in texts.items():
+                path = tmp / Path(config_path).relative_to(CELL_CONFIGS)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(text)
         print(f"compose: {len(cells)} cells -> {CELL_CONFIGS}/ ({len(missing)} composed, the "

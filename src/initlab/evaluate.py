@@ -86,13 +86,16 @@ def measured_key(cell_dir: Path) -> str:
 def log_cells(mlflow_client, study: str, exp_id: str, parent_id: str,
               cells: Iterable[tuple]) -> None:
     """Log each (cell folder, its cell.json, its seeds, unlogged seed -> test metrics) of
-    `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG."""
-    from initlab.report.figures import RunCurves
-
-    curves = RunCurves()
+    `cells`: its unlogged seeds (`tracking.log_cell`) with its learning-curve PNG (matplotlib
+    imported only when there is one to draw)."""
+    curves = None
     with tempfile.TemporaryDirectory() as scratch:
         curve = Path(scratch) / "learning_curve.png"
         for cell_dir, ran, seeds, tests in cells:
+            if curves is None:
+                from initlab.report.figures import RunCurves
+
+                curves = RunCurves()
             curves.draw(cell_dir, seeds, curve)
             tracking.log_cell(mlflow_client, exp_id, parent_id, study, cell_dir, ran, tests,
                               [curve])

@@ -10,7 +10,11 @@ makes the next stages slower.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
+import pickle
+from pathlib import Path
 
 from initlab.io import atomic_path
 from initlab.paths import tracking_root
@@ -47,3 +51,37 @@ class Memo:
     def __contains__(self, key: str) -> bool:
         return (self.folder / key).is_file()
 
+
+
+def kept(kind: str, output: str | None = None):
+    """Decorate a pure function of picklable arguments: its result is kept by the hash of the
+    package's source and its arguments. With `output`, the name of its path argument, the
+    function writes a file instead: the file's bytes are kept (the path is not hashed)."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            path = bound.arguments.pop(output) if output else None
+            entry = key(_source(), fn.__module__, fn.__qualname__,
+                        pickle.dumps(sorted(bound.arguments.items())))
+            entries = Memo(kind)
+            if (data := entries.get(entry)) is not None:
+                if output is None:
+                    return pickle.loads(data)
+                Path(path).write_bytes(data)
+                return None
+            result = fn(*args, **kwargs)
+            entries.put(entry, pickle.dumps(result) if output is None else
+                        Path(path).read_bytes())
+            return result
+        return wrapper
+    return decorate
+
+
+@functools.cache
+def _source() -> str:
+    from initlab.digest import package_digest
+
+    return package_digest()

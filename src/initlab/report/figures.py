@@ -1,4 +1,5 @@
-"""Report figures (matplotlib, Agg backend, PNG)."""
+"""Report figures (matplotlib, Agg backend, PNG). Each is drawn once for the same data
+(`initlab.memo.kept`): a report after an edit redraws only the figures whose data changed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from initlab import layout  # noqa: E402
+from initlab.memo import kept  # noqa: E402
 from initlab.report.stats import FAILS, HOLDS  # noqa: E402
+
+
+FIGURES = "figures"  # the memo's kind
 
 
 class RunCurves:
@@ -56,6 +61,7 @@ class RunCurves:
         self.figure.savefig(path, dpi=100)
 
 
+@kept(FIGURES, output="path")
 def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list[str],
                     path: Path) -> None:
     """Validation accuracy and training loss per epoch, one column per activation, a line per
@@ -81,6 +87,7 @@ def learning_curves(histories: pd.DataFrame, activations: list[str], inits: list
     _save(fig, path, dpi=110)
 
 
+@kept(FIGURES, output="path")
 def accuracy_heatmap(stats: pd.DataFrame, inits: list[str], activations: list[str],
                      path: Path) -> None:
     """Mean test accuracy per (init, activation) over every seed; "n/c" where no run trained."""
@@ -121,6 +128,7 @@ def _save(fig, path: Path, dpi: int = 100) -> None:
     plt.close(fig)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def zero_init(results: pd.DataFrame, layers: pd.DataFrame, chance: float, path: Path) -> None:
     """F1: test accuracy of the zero-init runs against chance, and the largest hidden-layer
@@ -144,6 +152,7 @@ def zero_init(results: pd.DataFrame, layers: pd.DataFrame, chance: float, path: 
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def seed_spread(histories: pd.DataFrame, path: Path) -> None:
     """F2: the training loss of every seed, one line each, per activation and init (the
@@ -167,6 +176,7 @@ def seed_spread(histories: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) -> None:
     """F3: weight-gradient norm per layer at init, a line per depth (log scale), a row per
@@ -200,6 +210,7 @@ def gradients_by_depth(at_init: pd.DataFrame, ratios: pd.DataFrame, path: Path) 
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def differences(checks, label: str, path: Path) -> None:
     """F4, F7, F8: one estimate with its confidence interval per check (faint: outside the
@@ -217,6 +228,7 @@ def differences(checks, label: str, path: Path) -> None:
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def accuracy_by_depth(results: pd.DataFrame, path: Path) -> None:
     """F5: test accuracy against depth, a panel per activation, a line per init."""
@@ -235,6 +247,7 @@ def accuracy_by_depth(results: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
     """F6: test accuracy against the init's passes over the training data, a point per run."""
@@ -248,6 +261,7 @@ def accuracy_vs_cost(results: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 def activation_histograms(samples: dict[tuple[str, str], list], path: Path) -> None:
     """Per (activation, init): the distribution of each hidden layer's outputs at init on the
     probe batch, in the style of Glorot & Bengio 2010's figures."""
@@ -263,6 +277,7 @@ def activation_histograms(samples: dict[tuple[str, str], list], path: Path) -> N
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 @_needs_data
 def theory_layers(measured: pd.DataFrame, predictions: dict, column: str, label: str,
                   path: Path, log: bool = False) -> None:
@@ -290,6 +305,7 @@ def theory_layers(measured: pd.DataFrame, predictions: dict, column: str, label:
     _save(fig, path)
 
 
+@kept(FIGURES, output="path")
 def order_to_chaos(sigma_w2, sigma_b2, chi, inits: dict[str, tuple[float, float]],
                    path: Path) -> None:
     """The (sigma_w^2, sigma_b^2) plane of a tanh net: log10 chi_1 (blue ordered, red chaotic),

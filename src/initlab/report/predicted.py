@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 from initlab import theory
+from initlab.memo import kept
+
+THEORY = "theory"  # the memo's kind: theory's predictions for the same inputs are kept
 
 SATURATED = 0.2  # a mean fraction of saturated hidden units above this breaks the theory
 EXPLODING = 10.0  # sigma_w^2 above this (U[-1, 1], N(0, 1)): heavy tails, huge activations
@@ -19,6 +22,7 @@ def hidden_span(depth: int) -> tuple[int, int]:
     return 1, depth - 2
 
 
+@kept(THEORY)
 def compare(layers: pd.DataFrame, input_q, features: int, num_classes: int,
             tolerance: float, bias_variance: float = 0.0) -> pd.DataFrame:
     """Per (activation, init, depth) of the depth sweep's probes at init (depth >= 4): the
@@ -89,6 +93,7 @@ def line(comparison: pd.DataFrame, activation: str, init: str, forward: bool = F
             f"({row.verdict})")
 
 
+@kept(THEORY)
 def per_layer(layers: pd.DataFrame, input_q, features: int, num_classes: int,
               bias_variance: float = 0.0):
     """The deepest nets of the depth sweep at init, per layer and seed, beside theory's table
@@ -117,11 +122,17 @@ def per_layer(layers: pd.DataFrame, input_q, features: int, num_classes: int,
     return measured, tables
 
 
+@kept(THEORY)
+def chaos_plane(activation: str):
+    """chi_1 of `activation` on a grid of sigma_w^2 from 0.3 to 100 and sigma_b^2 to 0.5."""
+    sigma_w2, sigma_b2 = np.meshgrid(np.logspace(-0.5, 2, 24), np.linspace(0, 0.5, 10))
+    return sigma_w2, sigma_b2, theory.order_to_chaos(activation, sigma_w2, sigma_b2)
+
+
 def phase(activation: str, inits: list[str], width: int):
     """The order-to-chaos plane of `activation` (sigma_w^2 from 0.3 to 100, sigma_b^2 to 0.5):
     chi_1 on a grid, and each init's sigma_w^2 (at bias 0) with its correlation depth."""
-    sigma_w2, sigma_b2 = np.meshgrid(np.logspace(-0.5, 2, 24), np.linspace(0, 0.5, 10))
-    chi = theory.order_to_chaos(activation, sigma_w2, sigma_b2)
+    sigma_w2, sigma_b2, chi = chaos_plane(activation)
     points = {}
     for init in inits:
         variance = theory.weight_variance(init, activation, width, width)
