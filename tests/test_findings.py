@@ -246,7 +246,7 @@ def _history(cell: Path, seed: int, losses: list[float]) -> None:
 def test_a_cells_curves_on_the_kept_figure_equal_those_on_a_new_one(tmp_path):
     import matplotlib.image
 
-    from initlab.report.figures import RunCurves
+    from initlab.curves import RunCurves
 
     wide, narrow = tmp_path / "wide", tmp_path / "narrow"  # 3 decades; less than one
     for seed in (0, 1):

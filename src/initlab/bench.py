@@ -21,14 +21,18 @@ Writes reports/bench.json and reports/bench.md:
       training time inside it (init + fit of every cell): wall / training - 1
   (e) noop_repro_seconds: `dvc repro` again, nothing changed
   (f) cell_peak_rss_mb: the peak resident memory of one `python -m initlab.train` process
+  (g) added_init_fixed_seconds: an init the code has listed in params.yaml's grid, `dvc repro`
+      less its new cells' own training (added_init_training_seconds): what the edit costs
+      beyond what it adds
+  (h) threshold_edit_seconds: `dvc repro` after a threshold of the report changed
 and where the rest of (d) goes: dvc_alone_seconds (`dvc repro` of every train stage again
 with the same deps, params and outs but a command that only makes the output folder: DVC's
 own cost per stage), cell_import_seconds (a fresh process importing the trainer, paid once by
 the fork server that the train stages share, `initlab.forkserver`), mlflow_alone_seconds
 (MLflow storing the runs' params and metrics that evaluate logs, by bare client calls:
 `mlflow_floor`), overhead_floor = (dvc_alone + cell_import + mlflow_alone) / training, and
-evaluate_seconds, report_seconds (those stages again, on a fresh MLflow store as in the first
-repro).
+evaluate_seconds, report_seconds (those stages again, on a fresh MLflow store and with no
+memo, `initlab.memo`, as in the first repro).
 
 `--quick` runs a 2-epoch cell and a 2-cell study instead of the default ones (a smoke test;
 its ratios are not the study's).
@@ -52,7 +56,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from initlab import layout, timings
+from initlab import layout, memo, timings
 from initlab.config import load_config
 from initlab.data.prepare import load_split
 from initlab.inits import INITS
@@ -203,16 +207,28 @@ class Lambda(torch.nn.Module):
         return self.fn(x)
 
 
+def edit_params(root: Path, **sections) -> None:
+    """Merge `sections` into root/params.yaml, one level deep."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def training_seconds(root: Path, pattern: str = "*/*") -> float:
+    """Init + fit seconds of the cells whose timings match timings/<pattern>.json."""
+    return sum(cell["init_seconds"] + cell["train_seconds"]
+               for cell in map(lambda p: json.loads(p.read_text()),
+                               root.glob(f"{timings.TIMINGS}/{pattern}.json")))
+
+
 def repro_study(quick: bool) -> dict:
-    """(d), (e), (f) on a throwaway copy of the project (its own store and DVC cache)."""
+    """(d) to (h) on a throwaway copy of the project (its own store, DVC cache and memo)."""
     root = workspace_root()
     with tempfile.TemporaryDirectory() as tmp:
         copy = copy_project(root, Path(tmp) / "project")
         if quick:
-            params = yaml.safe_load((copy / "params.yaml").read_text())
-            for section, values in QUICK_STUDY.items():
-                params[section].update(values)
-            (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            edit_params(copy, **QUICK_STUDY)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
         def timed(cmd, run_env=env) -> float:
@@ -224,13 +240,24 @@ def repro_study(quick: bool) -> dict:
 
         wall = timed(["dvc", "repro"])
         noop = timed(["dvc", "repro"])
-        ran = [json.loads(p.read_text()) for p in copy.glob(f"{timings.TIMINGS}/*/*.json")]
-        training = sum(cell["init_seconds"] + cell["train_seconds"] for cell in ran)
-        cells = len(ran)
+        training, cells = training_seconds(copy), len(list(copy.glob("runs/*/*/config.yaml")))
+        # (g) an init the code has, listed in the grid: what the edit costs beyond its cells'
+        # training; (h) a threshold changed: the report alone
+        study = yaml.safe_load((copy / "params.yaml").read_text())
+        listed = study["grid"]["inits"]
+        added = next(name for name in INITS if name not in listed)
+        edit_params(copy, grid={"inits": [*listed, added]})
+        added_wall = timed(["dvc", "repro"])
+        added_training = training_seconds(copy, f"grid/*-{added}")
+        edit_params(copy, report={"alpha": 0.01})
+        threshold_wall = timed(["dvc", "repro"])
+        (copy / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+        timed(["dvc", "repro"])
         rss_kb = subprocess.run(
             [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
             check=True, capture_output=True, text=True).stdout.split()[-1]
         imports = timed([sys.executable, "-c", "import initlab.train"])
+        shutil.rmtree(copy / memo.CACHE)  # evaluate and report as in the first repro
         fresh_store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'fresh.db'}"}
         evaluate = timed([sys.executable, "-m", "initlab.evaluate"], fresh_store)
         report = timed([sys.executable, "-m", "initlab.report"], fresh_store)
@@ -249,6 +276,9 @@ def repro_study(quick: bool) -> dict:
         dvc_alone = timed(["dvc", "repro", "--all-pipelines"])
     return {"repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
+            "added_init": added, "added_init_training_seconds": added_training,
+            "added_init_fixed_seconds": added_wall - added_training,
+            "threshold_edit_seconds": threshold_wall,
             "cell_peak_rss_mb": int(rss_kb) / 1024, "cell_import_seconds": imports,
             "dvc_alone_seconds": dvc_alone, "mlflow_alone_seconds": mlflow_alone,
             "overhead_floor": (dvc_alone + imports + mlflow_alone) / training,
@@ -367,7 +397,8 @@ def main() -> None:
 
 
 TARGETS = {"trainer_vs_gemm": ">= 0.6", "speedup_vs_plain_loop": ">= 1.5",
-           "pipeline_overhead": "<= 0.2", "noop_repro_seconds": "<= 3"}
+           "pipeline_overhead": "<= 0.2", "noop_repro_seconds": "<= 3",
+           "added_init_fixed_seconds": "<= 15"}
 
 
 def render(bench: dict) -> str:
@@ -375,11 +406,13 @@ def render(bench: dict) -> str:
         "gemm_flops", "trainer_flops", "trainer_vs_gemm", "trainer_vs_gemm_ceiling",
         "speedup_vs_plain_loop", "pipeline_overhead", "overhead_floor", "dvc_alone_seconds",
         "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds", "report_seconds",
-        "noop_repro_seconds", "cell_peak_rss_mb"))
+        "noop_repro_seconds", "added_init_training_seconds", "added_init_fixed_seconds",
+        "threshold_edit_seconds", "cell_peak_rss_mb"))
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "
-            f"{bench['cell']}; study: {bench['cells']} cells.\n\n| measure | value | target |\n"
+            f"{bench['cell']}; study: {bench['cells']} cells; the init added in (g): "
+            f"{bench['added_init']}.\n\n| measure | value | target |\n"
             f"|---|---|---|\n{rows}\n\nPer-seed validation accuracy, trainer "
             f"{[round(a, 4) for a in bench['trainer_val_accuracy']]} vs plain loop "
             f"{[round(a, 4) for a in bench['plain_loop_val_accuracy']]}.\n")

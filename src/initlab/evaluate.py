@@ -93,7 +93,7 @@ def log_cells(mlflow_client, study: str, exp_id: str, parent_id: str,
         curve = Path(scratch) / "learning_curve.png"
         for cell_dir, ran, seeds, tests in cells:
             if curves is None:
-                from initlab.report.figures import RunCurves
+                from initlab.curves import RunCurves
 
                 curves = RunCurves()
             curves.draw(cell_dir, seeds, curve)

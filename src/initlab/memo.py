@@ -55,8 +55,9 @@ class Memo:
 
 def kept(kind: str, output: str | None = None):
     """Decorate a pure function of picklable arguments: its result is kept by the hash of the
-    package's source and its arguments. With `output`, the name of its path argument, the
-    function writes a file instead: the file's bytes are kept (the path is not hashed)."""
+    package's source and its arguments (`fingerprint`). With `output`, the name of its path
+    argument, the function writes a file instead: the file's bytes are kept (the path is not
+    hashed)."""
     def decorate(fn):
         signature = inspect.signature(fn)
 
@@ -65,7 +66,8 @@ def kept(kind: str, output: str | None = None):
             bound = signature.bind(*args, **kwargs)
             path = bound.arguments.pop(output) if output else None
             entry = key(_source(), fn.__module__, fn.__qualname__,
-                        pickle.dumps(sorted(bound.arguments.items())))
+                        *[part for name, value in sorted(bound.arguments.items())
+                          for part in (name, fingerprint(value))])
             entries = Memo(kind)
             if (data := entries.get(entry)) is not None:
                 if output is None:
@@ -78,6 +80,26 @@ def kept(kind: str, output: str | None = None):
             return result
         return wrapper
     return decorate
+
+
+def fingerprint(value) -> bytes:
+    """The bytes that stand for an argument in a key: a table by its columns, dtypes and values,
+    not its row labels (a frame cut from a larger one keeps the labels it had there, which
+    change when other rows come and go: the functions kept read columns, never labels);
+    containers element by element; anything else pickled."""
+    import pandas as pd
+
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if isinstance(value, pd.DataFrame):
+        return key(pickle.dumps([(str(c), str(t)) for c, t in value.dtypes.items()]),
+                   pd.util.hash_pandas_object(value, index=False).to_numpy().tobytes()).encode()
+    if isinstance(value, dict):
+        return key("dict", *[fingerprint(part) for item in value.items() for part in item]) \
+            .encode()
+    if isinstance(value, (list, tuple)):
+        return key(type(value).__name__, *map(fingerprint, value)).encode()
+    return pickle.dumps(value)
 
 
 @functools.cache

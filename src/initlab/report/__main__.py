@@ -22,10 +22,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from initlab import layout, theory
+from initlab.cells import cell_config
 from initlab.config import load_config
 from initlab.data.prepare import load_split, prepared_dir
 from initlab.errors import reported_errors
 from initlab.io import atomic_path, write_json
+from initlab.memo import kept
 from initlab.paths import CELL_CONFIGS, RESULTS_CSV, workspace_root
 from initlab.report import figures, predicted, tables
 from initlab.report.document import Figure, Heading, Table, Text, to_html, to_markdown
@@ -86,21 +88,20 @@ def summary(stats: pd.DataFrame, results: pd.DataFrame, chance: float, findings)
     }
 
 
-def activations_figure(cfg, path: Path) -> None:
+@kept(figures.FIGURES, output="path")
+def activations_figure(cell: dict, probe: np.ndarray, path: Path) -> None:
     """Histograms of the hidden-layer outputs at init on the probe batch, for HISTOGRAM_CASES
-    (seed 0)."""
+    (seed 0), in nets of the configured model (`cell`: a cell config, as a dict)."""
     import torch
 
-    from initlab.data.prepare import load_split
     from initlab.models import build_model
     from initlab.train import initialize
 
-    x, _ = load_split("train")
-    x = x[:cfg.train.probe_size]
+    x = torch.from_numpy(probe)
     samples = {}
     for activation, init in HISTOGRAM_CASES:
-        case = OmegaConf.merge(cfg, {"activation": {"name": activation},
-                                     "init": {"name": init}})
+        case = OmegaConf.merge(cell, {"activation": {"name": activation},
+                                      "init": {"name": init}})
         model = build_model(case, 1)
         initialize(model, case.init, "zero", [0], x)
         with torch.no_grad():
@@ -238,7 +239,8 @@ def build(cfg) -> tuple[list, dict]:
     inits, activations = list(cfg.grid.inits), list(cfg.grid.activations)
     stats = tables.cell_stats(grid)
     x, _ = load_split("train")  # as numpy: the parent runs no torch op before the fork
-    input_q = theory.input_moments(x[:cfg.train.probe_size].numpy())
+    probe = x[:cfg.train.probe_size].numpy()
+    input_q = theory.input_moments(probe)
     # The findings and figures (a few seconds each, mostly pure-Python matplotlib) are made
     # by a pool of processes, one per core, forked from this one (torch imported, no op run).
     figures_dir = reports / "figures"
@@ -246,7 +248,8 @@ def build(cfg) -> tuple[list, dict]:
             multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
         tmp.mkdir()
         drawn = [pool.apply_async(draw, args) for draw, args in [
-            (activations_figure, (cfg, tmp / "activations_at_init.png")),
+            (activations_figure, (OmegaConf.to_container(cell_config(cfg)), probe,
+                                  tmp / "activations_at_init.png")),
             (figures.learning_curves, (histories[histories.sweep == "grid"], activations,
                                        inits, tmp / "learning_curves.png")),
             (figures.accuracy_heatmap, (stats, inits, activations, tmp / "accuracy_grid.png"))]]
