@@ -33,6 +33,11 @@ test: setup
 ui: setup
 	python -m initlab.ui
 
+# A team's MLflow: PostgreSQL + `mlflow server` on 127.0.0.1 (docs/mlflow.md, "A team's record")
+.PHONY: server
+server: setup
+	python -m initlab.server $(ARGS)
+
 .PHONY: bench bench-quick
 bench: setup
 	python -m initlab.bench

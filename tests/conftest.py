@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 # Under pytest-xdist (`make test`: 2 workers) two trainers can run at once, each with a thread
@@ -18,6 +21,7 @@ import pytest
 import yaml
 
 import initlab.bench
+from initlab.layout import CELL_JSON
 
 # The tests send Ctrl-C's SIGINT to the processes they start, which inherit its disposition:
 # when the suite itself starts with SIGINT ignored (a shell's background job, `make test &`),
@@ -81,6 +85,39 @@ def run(cmd: list[str], root: Path, check: bool = True, **kwargs):
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n"
                              f"{result.stderr}")
     return result
+
+
+@contextmanager
+def held_before_logging(root: Path):
+    """Hold `evaluate` at a known point: the first cell's record (relu-zero's cell.json)
+    becomes a named pipe, so the stage blocks reading it, before it has handed any cell to a
+    logging worker, until `release(process)` writes the record into the pipe (calling `held`,
+    if given, once the stage is there). The file is restored after."""
+    record = root / "runs" / "grid" / "relu-zero" / CELL_JSON
+    saved = record.read_bytes()
+    record.unlink()
+    os.mkfifo(record)
+
+    def release(process: subprocess.Popen, held=None):
+        while True:  # until the stage has the pipe open to read (its first cell)
+            try:
+                pipe = os.open(record, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        if held is not None:
+            held()
+        os.set_blocking(pipe, True)
+        with os.fdopen(pipe, "wb") as writer:
+            writer.write(saved)
+
+    try:
+        yield release
+    finally:
+        record.unlink()
+        record.write_bytes(saved)
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,24 @@ in test_train: the next evaluate replaces it.)"""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_project, processes, project_env, run, update_params
+from conftest import (
+    copy_project,
+    held_before_logging,
+    processes,
+    project_env,
+    run,
+    update_params,
+)
 from mlflow.tracking import MlflowClient
-
-from initlab.layout import CELL_JSON
 
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
 
@@ -175,37 +178,6 @@ def logging_env(root, store: Path, workers: str = "2") -> dict[str, str]:
     """A fresh store, and `workers` logging workers (by default, none for under 20 cells)."""
     return {**project_env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
             "INITLAB_LOGGING_WORKERS": workers}
-
-
-@contextmanager
-def held_before_logging(root: Path):
-    """Hold `evaluate` at a known point: the first cell's record (relu-zero's cell.json)
-    becomes a named pipe, so the stage blocks reading it, before it has handed any cell to a
-    logging worker, until `release(process)` writes the record into the pipe. The file is
-    restored after."""
-    record = root / "runs" / "grid" / "relu-zero" / CELL_JSON
-    saved = record.read_bytes()
-    record.unlink()
-    os.mkfifo(record)
-
-    def release(process: subprocess.Popen):
-        while True:  # until the stage has the pipe open to read (its first cell)
-            try:
-                pipe = os.open(record, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as e:
-                if e.errno != errno.ENXIO or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        os.set_blocking(pipe, True)
-        with os.fdopen(pipe, "wb") as writer:
-            writer.write(saved)
-
-    try:
-        yield release
-    finally:
-        record.unlink()
-        record.write_bytes(saved)
 
 
 def run_ids(store: Path) -> dict[str, str]:

@@ -113,7 +113,8 @@ def main() -> None:
         to_log = [d for _, d in cells
                   if d not in kept or not tracking.maybe_logged(d, [r["seed"] for r in kept[d]])]
         rows = []
-        with logging_workers(cfg.study.name, worker_count(len(to_log)), log_cells) as log_runs:
+        with tracking.reported_server_loss(), \
+                logging_workers(cfg.study.name, worker_count(len(to_log)), log_cells) as log_runs:
             # One thread measures: the logging workers take the cores, and OpenMP threads
             # that wait for a core spin on it (docs/reproducibility.md, "Parallel experiments").
             torch.set_num_threads(1)

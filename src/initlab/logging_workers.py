@@ -20,6 +20,7 @@ from initlab.errors import ConfigError
 from initlab.io import sigterm_as_exit
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
+SERVER_LOST = 3  # a worker's exit status when the tracking server stopped answering
 
 
 def _logging_worker(parent_pid: int, study: str, tasks, log_cells) -> None:
@@ -34,13 +35,20 @@ def _logging_worker(parent_pid: int, study: str, tasks, log_cells) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl
         raise SystemExit(128 + signal.SIGTERM)
-    mlflow_client = tracking.client()
-    cells = iter(tasks.get, None)
-    first = next(cells, None)
-    if first is not None:
-        exp_id = tracking.experiment_id(mlflow_client, study)
-        log_cells(mlflow_client, study, exp_id, tracking.study_run(mlflow_client, exp_id, study),
-                  itertools.chain([first], cells))
+    try:
+        mlflow_client = tracking.client()
+        cells = iter(tasks.get, None)
+        first = next(cells, None)
+        if first is not None:
+            exp_id = tracking.experiment_id(mlflow_client, study)
+            log_cells(mlflow_client, study, exp_id,
+                      tracking.study_run(mlflow_client, exp_id, study),
+                      itertools.chain([first], cells))
+    except Exception:
+        uri = tracking.tracking_uri()
+        if tracking.is_server(uri) and not tracking.answers(uri):
+            raise SystemExit(SERVER_LOST) from None  # the parent reports it, once
+        raise
 
 
 def worker_count(cells: int) -> int:

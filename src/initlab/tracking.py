@@ -9,18 +9,32 @@ and only when a stage logs.
 
 from __future__ import annotations
 
+import base64
 import csv
 import fcntl
 import hashlib
 import json
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from initlab import layout, memo, timings
 from initlab.paths import tracking_root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from the study
+# Against a server MLflow prints each run's URL as it ends: 645 lines, a `get_run` each, and
+# the URI with any password it holds.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# A tracking server that stops answering: MLflow's defaults retry for minutes (258 s in a
+# trial); these give up within ~30 s, and `server_lost` names the URI.
+for variable, value in [("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")]:
+    os.environ.setdefault(variable, value)
 
 EXPERIMENT_PREFIX = "initlab-"
 # MLflow 3 opens an experiment in its GenAI view unless it is marked as model training.
@@ -31,22 +45,63 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_root() / 'mlflow.db'}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the URI, when an http(s) tracking server does not answer (MLflow's
-    own client would retry for minutes). Other stores (sqlite, files) need no check."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+def redacted(uri: str) -> str:
+    """The URI as messages show it: without a password it may hold."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}{port}").geturl()
 
+
+def answers(uri: str, timeout: float = 5.0) -> bool:
+    """Whether an http(s) tracking server answers its /health (credentials in the URI are sent
+    as basic auth, as MLflow's client sends them)."""
+    parts = urllib.parse.urlsplit(uri)
+    port = f":{parts.port}" if parts.port else ""
+    request = urllib.request.Request(
+        parts._replace(netloc=f"{parts.hostname}{port}").geturl().rstrip("/") + "/health")
+    if parts.username is not None:
+        token = f"{parts.username}:{parts.password or ''}".encode()
+        request.add_header("Authorization", f"Basic {base64.b64encode(token).decode()}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, naming the URI, when an http(s) tracking server does not answer (MLflow's
+    own client would retry). Other stores (sqlite, files) need no check."""
+    from initlab.errors import ConfigError
+
+    if is_server(uri) and not answers(uri):
+        raise ConfigError(f"MLFLOW_TRACKING_URI={redacted(uri)!r} is not reachable; start the "
+                          "server (`make server`), or unset the variable to use the project's "
+                          "sqlite store")
+
+
+@contextmanager
+def reported_server_loss():
+    """Turn a failure to log, when the tracking server has stopped answering, into one error
+    that names its URI (MLflow's own would be a traceback per retry)."""
     from initlab.errors import ConfigError
 
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except (urllib.error.URLError, OSError) as e:
-        raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r} is not reachable ({e}); start the "
-                          "server, or unset the variable to use the project's sqlite store") \
-            from None
+        yield
+    except Exception:
+        uri = tracking_uri()
+        if not is_server(uri) or answers(uri):
+            raise
+        raise ConfigError(f"MLFLOW_TRACKING_URI={redacted(uri)!r} stopped answering while runs "
+                          "were logged: start the server again and rerun `dvc repro` (or "
+                          "`python -m initlab.evaluate`), which logs the runs not logged "
+                          "yet") from None
 
 
 def client():
@@ -77,9 +132,11 @@ def experiment_id(mlflow_client, study: str) -> str:
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return mlflow_client.create_experiment(
-                name, artifact_location=(tracking_root() / "mlartifacts" / name).as_uri(),
-                tags=dict([EXPERIMENT_KIND_TAG]))
+            # a server keeps the artifacts where it was told to (--artifacts-destination)
+            local = None if is_server(tracking_uri()) else \
+                (tracking_root() / "mlartifacts" / name).as_uri()
+            return mlflow_client.create_experiment(name, artifact_location=local,
+                                                   tags=dict([EXPERIMENT_KIND_TAG]))
         except MlflowException:
             time.sleep(0.5)
     raise RuntimeError(f"could not create or find the MLflow experiment {name!r}")
@@ -169,7 +226,8 @@ def unlogged_seeds(mlflow_client, exp_id: str, cell_dir: Path, seeds: list[int])
         if any(r.info.status in FINAL_STATUSES for r in previous):
             logged.put(memo.key(tracking_uri(), key), stamp)
             continue
-        for stale in previous:
+        for stale in previous:  # ended KILLED first, so that none is left RUNNING
+            mlflow_client.set_terminated(stale.info.run_id, "KILLED")
             mlflow_client.delete_run(stale.info.run_id)
         todo.append(seed)
     return todo

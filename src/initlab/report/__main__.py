@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from initlab import layout, theory
+from initlab import layout, theory, tracking
 from initlab.cells import cell_config
 from initlab.config import load_config
 from initlab.data.prepare import load_split, prepared_dir
@@ -389,8 +389,6 @@ def theory_section(cfg, comparison: pd.DataFrame) -> list:
 
 def attach_to_study_run(study: str, reports: Path) -> None:
     """Log the report, its figures and summary to the study's parent run in MLflow."""
-    from initlab import tracking
-
     mlflow_client = tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, study)
     run_id = tracking.study_run(mlflow_client, exp_id, study)
@@ -402,6 +400,7 @@ def attach_to_study_run(study: str, reports: Path) -> None:
 def main() -> None:
     with reported_errors():
         cfg = load_config(sys.argv[1:])
+        tracking.check_reachable(tracking.tracking_uri())
         blocks, info = build(cfg)
     reports = workspace_root() / "reports"
     write_json(reports / "summary.json", info)
@@ -409,7 +408,8 @@ def main() -> None:
         tmp.write_text(to_markdown(blocks))
     with atomic_path(reports / "report.html") as tmp:
         tmp.write_text(to_html(blocks, f"initlab report: {cfg.study.name}", reports))
-    attach_to_study_run(cfg.study.name, reports)
+    with reported_errors(), tracking.reported_server_loss():
+        attach_to_study_run(cfg.study.name, reports)
     verdicts = ", ".join(f"{k} {v}" for k, v in info["findings"].items())
     print(f"report: reports/report.md and report.html ({info['runs']} runs). Best cell "
           f"{info['best_cell']} at {100 * info['best_mean_test_accuracy']:.1f}% test accuracy. "
