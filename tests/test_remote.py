@@ -1,0 +1,34 @@
+"""Trained cells shared through a DVC remote: a colleague's clone pulls them and trains none."""
+
+from __future__ import annotations
+
+from conftest import copy_project, run, update_params
+
+STUDY = dict(
+    study={"name": "shared", "seeds": [0, 1]},
+    grid={"activations": ["relu"], "inits": ["zero", "he"], "more_seeds": {"activations": []}},
+    depth_sweep={"depths": []}, batchnorm_sweep={"activations": []},
+    model={"depth": 2, "width": 16}, train={"epochs": 1, "batch_size": 128},
+)
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+
+
+def test_a_clone_that_pulls_the_trained_cells_trains_nothing(tmp_path):
+    first = copy_project(tmp_path / "first")
+    update_params(first, **STUDY)
+    run(["dvc", "remote", "add", "--default", "team", str(tmp_path / "remote")], first)
+    run(["dvc", "repro"], first)
+    run([*GIT, "add", "-A"], first)
+    run([*GIT, "commit", "-qm", "the study, trained"], first)
+    run(["dvc", "push", "--run-cache"], first)
+
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", str(first), str(second)], tmp_path)
+    run(["dvc", "pull"], second)
+    again = run(["dvc", "repro"], second)
+    assert "Running stage" not in again.stdout, again.stdout
+    assert (second / "reports/results.csv").read_bytes() == \
+        (first / "reports/results.csv").read_bytes()
+    assert (second / "runs/grid/relu-he/seed_1/model.pt").read_bytes() == \
+        (first / "runs/grid/relu-he/seed_1/model.pt").read_bytes()
+    assert run(["git", "status", "--porcelain"], second).stdout == ""
