@@ -33,6 +33,11 @@ test: setup
 ui: setup
 	python -m initlab.ui
 
+# The stale cells on a Ray cluster, DVC still the record (README, "Beyond one machine")
+.PHONY: distribute
+distribute: setup
+	python -m initlab.distribute $(ARGS)
+
 # A team's MLflow: PostgreSQL + `mlflow server` on 127.0.0.1 (docs/mlflow.md, "A team's record")
 .PHONY: server
 server: setup
@@ -40,7 +45,9 @@ server: setup
 
 .PHONY: bench bench-quick
 bench: setup
+	dvc repro prepare
 	python -m initlab.bench
 
 bench-quick: setup
+	dvc repro prepare
 	python -m initlab.bench --quick

@@ -25,6 +25,10 @@ Writes reports/bench.json and reports/bench.md:
       less its new cells' own training (added_init_training_seconds): what the edit costs
       beyond what it adds
   (h) threshold_edit_seconds: `dvc repro` after a threshold of the report changed
+  (i) distributed_vs_repro: the same study from scratch by `initlab.distribute` on a local
+      Ray (cores / 2 cells at once, 2 threads each: ray_workers), its wall time over (d)'s;
+      ray_start_seconds (a local Ray started and stopped) and ray_memory_mb (the resident
+      memory of its processes once up)
 and where the rest of (d) goes: dvc_alone_seconds (`dvc repro` of every train stage again
 with the same deps, params and outs but a command that only makes the output folder: DVC's
 own cost per stage), cell_import_seconds (a fresh process importing the trainer, paid once by
@@ -274,6 +278,16 @@ def repro_study(quick: bool) -> dict:
                 stage["cmd"] = f"mkdir {stage['outs'][0]} && touch {stage['outs'][0]}/empty"
             sweep.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         dvc_alone = timed(["dvc", "repro", "--all-pipelines"])
+        # (i) the same study trained by `initlab.distribute` on a local Ray, from scratch
+        spread = copy_project(root, Path(tmp) / "distributed")
+        shutil.copy2(copy / "params.yaml", spread / "params.yaml")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread, env=env,
+                       check=True, capture_output=True)
+        distributed = time.perf_counter() - started
+        ray_start, ray_memory = json.loads(subprocess.run(
+            [sys.executable, "-c", RAY_COSTS], env=env, check=True, capture_output=True,
+            text=True).stdout.splitlines()[-1])
     return {"repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "added_init": added, "added_init_training_seconds": added_training,
@@ -282,7 +296,42 @@ def repro_study(quick: bool) -> dict:
             "cell_peak_rss_mb": int(rss_kb) / 1024, "cell_import_seconds": imports,
             "dvc_alone_seconds": dvc_alone, "mlflow_alone_seconds": mlflow_alone,
             "overhead_floor": (dvc_alone + imports + mlflow_alone) / training,
-            "evaluate_seconds": evaluate, "report_seconds": report}
+            "evaluate_seconds": evaluate, "report_seconds": report,
+            "distributed_seconds": distributed, "distributed_vs_repro": distributed / wall,
+            "ray_workers": len(os.sched_getaffinity(0)) // 2, "ray_start_seconds": ray_start,
+            "ray_memory_mb": ray_memory}
+
+
+# (i'): a local Ray started and stopped, and the resident memory of its processes (every
+# descendant of the driver, which starts them) once it is up, in MB.
+RAY_COSTS = """import json, os, time
+from pathlib import Path
+started = time.perf_counter()
+import ray
+ray.init(include_dashboard=False, logging_level="ERROR")
+up = time.perf_counter() - started
+children, pids, todo = {}, set(), [os.getpid()]
+for proc in Path("/proc").iterdir():
+    if proc.name.isdigit():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+while todo:
+    pid = todo.pop()
+    pids.add(pid)
+    todo += children.get(pid, [])
+rss = 0
+for pid in pids:
+    try:
+        rss += int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("VmRSS")).split()[1])
+    except (OSError, StopIteration):
+        pass
+started = time.perf_counter()
+ray.shutdown()
+print(json.dumps([up + time.perf_counter() - started, rss / 1024]))"""
 
 
 def mlflow_floor() -> float:
@@ -407,7 +456,8 @@ def render(bench: dict) -> str:
         "speedup_vs_plain_loop", "pipeline_overhead", "overhead_floor", "dvc_alone_seconds",
         "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds", "report_seconds",
         "noop_repro_seconds", "added_init_training_seconds", "added_init_fixed_seconds",
-        "threshold_edit_seconds", "cell_peak_rss_mb"))
+        "threshold_edit_seconds", "distributed_seconds", "distributed_vs_repro",
+        "ray_workers", "ray_start_seconds", "ray_memory_mb", "cell_peak_rss_mb"))
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "

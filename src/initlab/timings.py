@@ -1,7 +1,8 @@
 """How long each cell took, and where: the one record of wall-clock time.
 
     timings/<sweep>/<cell>.json     seconds initializing and training, start and end, the
-                                    host, its CPU model, torch's threads, the git commit
+                                    host (and Ray node), its CPU model, torch's threads, the
+                                    git commit
 
 A train stage writes it beside its output, never inside: what DVC hashes for a cell (its
 run folder) holds only what the config and seed determine, so a rerun on the same kind of
@@ -33,11 +34,12 @@ def path(cell_dir: Path) -> Path:
 
 
 def record(cell_dir: Path, **values) -> None:
-    """Write the timings of the cell just written to `cell_dir`, with where it ran and which
-    config it trained (its config.yaml's hash)."""
-    write_json(path(cell_dir), {**values, "config_sha256": sha256(cell_dir / layout.CONFIG),
-                                "host": socket.gethostname(), "cpu_model": cpu_model(),
-                                "git_commit": git_commit()})
+    """Write the timings of the cell just written to `cell_dir`, with which config it trained
+    (its config.yaml's hash) and where it ran: this machine unless `values` say (a cell
+    trained on another node, `initlab.distribute`)."""
+    write_json(path(cell_dir), {"host": socket.gethostname(), "cpu_model": cpu_model(),
+                                "git_commit": git_commit(), **values,
+                                "config_sha256": sha256(cell_dir / layout.CONFIG)})
 
 
 def read(cell_dir: Path) -> dict | None:

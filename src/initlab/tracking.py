@@ -288,7 +288,7 @@ def run_batch(cell_dir: Path, seed: int, timestamp_ms: int, params_of_cell: dict
 
 
 # What of a cell's timings (`initlab.timings`) its runs carry as tags, and as metrics.
-TIMING_TAGS = ("host", "cpu_model", "git_commit", "torch_threads")
+TIMING_TAGS = ("host", "node", "cpu_model", "git_commit", "torch_threads")
 TIMING_METRICS = ("init_seconds", "train_seconds")
 
 

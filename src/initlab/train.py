@@ -59,8 +59,11 @@ def seed_generator(seed: int, stream: str) -> torch.Generator:
 def use_threads_for(n_seeds: int) -> int:
     """Use at most one CPU thread per seed. Batched matmuls then run each seed's matmul on one
     thread (a single multi-threaded matmul splits its sums differently), so a seed's numbers
-    do not depend on which other seeds share the batch. Returns the thread count."""
-    threads = max(1, min(len(os.sched_getaffinity(0)), n_seeds))
+    do not depend on which other seeds share the batch, nor on the thread count. At most the
+    cores, or INITLAB_CELL_THREADS when set (a cell among others on a node: initlab.distribute).
+    Returns the thread count."""
+    cores = int(os.environ.get("INITLAB_CELL_THREADS") or len(os.sched_getaffinity(0)))
+    threads = max(1, min(cores, n_seeds))
     torch.set_num_threads(threads)
     return threads
 

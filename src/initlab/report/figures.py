@@ -16,7 +16,6 @@ import pandas as pd  # noqa: E402
 from initlab.memo import kept  # noqa: E402
 from initlab.report.stats import FAILS, HOLDS  # noqa: E402
 
-
 FIGURES = "figures"  # the memo's kind
 
 

@@ -1,0 +1,143 @@
+"""The stale cells trained on a real Ray cluster of separate processes, DVC still the record:
+a local Ray, and a two-node cluster on loopback whose worker node is killed mid-cell."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import copy_project, processes, project_env, run, update_params
+
+pytestmark = pytest.mark.xdist_group("distribute")
+
+STUDY = dict(
+    study={"name": "ray", "seeds": [0, 1]},
+    grid={"activations": ["relu", "tanh"], "inits": ["zero", "he"],
+          "more_seeds": {"activations": []}},
+    depth_sweep={"depths": []}, batchnorm_sweep={"activations": []},
+    model={"depth": 2, "width": 16}, train={"epochs": 2, "batch_size": 128},
+)
+CELLS = ["relu-he", "relu-zero", "tanh-he", "tanh-zero"]
+
+
+def cell_files(root: Path) -> dict[str, bytes]:
+    """Every file DVC hashes for the study's cells."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted((root / "runs" / "grid").rglob("*")) if p.is_file()}
+
+
+def study(root: Path) -> Path:
+    update_params(root, **STUDY)
+    return root
+
+
+@pytest.fixture(scope="module")
+def by_dvc(tmp_path_factory):
+    """The study as `dvc repro` trains it."""
+    root = study(copy_project(tmp_path_factory.mktemp("by-dvc")))
+    run(["dvc", "repro"], root)
+    return root
+
+
+def test_a_local_ray_trains_the_study_dvc_repro_would_have(by_dvc, tmp_path):
+    root = study(copy_project(tmp_path / "project"))
+    done = run([sys.executable, "-m", "initlab.distribute"], root)
+    assert "4/4 cells" in done.stdout, done.stdout
+    assert cell_files(root) == cell_files(by_dvc)  # bit for bit
+    for name in ("reports/results.csv", "sweeps/grid/dvc.lock", "dvc.lock"):
+        assert (root / name).read_bytes() == (by_dvc / name).read_bytes(), name
+    assert "Running stage" not in run(["dvc", "repro"], root).stdout  # all recorded
+    # nothing stale: a second run trains nothing
+    assert "cells to train" not in run([sys.executable, "-m", "initlab.distribute"], root).stdout
+
+
+CLUSTER = """
+    set -eu
+    ip link set lo up
+    ray start --head --node-ip-address=127.0.0.1 --port={port} --num-cpus=2 \\
+        --resources='{{"slot": 1}}' --include-dashboard=false --disable-usage-stats \\
+        --temp-dir={temp} --block > {logs}/head.log 2>&1 &
+    echo "head $!"
+    for i in $(seq 60); do
+        ray status --address=127.0.0.1:{port} >/dev/null 2>&1 && break; sleep 1
+    done
+    setsid timeout 120 ray start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 \\
+        --num-cpus=2 --resources='{{"slot": 1}}' --disable-usage-stats --block \\
+        > {logs}/worker.log 2>&1 &
+    echo "worker $!"
+    python -m initlab.distribute --address=127.0.0.1:{port} --resources='{{"slot": 1}}'
+    echo "exit $?"
+"""
+
+
+def descendants(pid: int) -> set[int]:
+    children = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_a_worker_node_killed_mid_cell_has_its_cell_retried_and_the_study_is_whole(by_dvc,
+                                                                                    tmp_path):
+    """A head and a worker node as separate processes in a network namespace with only
+    loopback (Ray would otherwise take the machine's address), token auth on every process;
+    each node takes one cell at a time (a `slot`); the worker node is killed while it trains
+    a cell; the cell is trained again on the head and the study equals `dvc repro`'s."""
+    root = study(copy_project(tmp_path / "project"))
+    temp = Path(f"/tmp/ray-{secrets.token_hex(3)}")  # Ray's socket paths must stay short
+    env = {**project_env(root), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    script = textwrap.dedent(CLUSTER).format(port=6390, temp=temp, logs=tmp_path)
+    cluster = subprocess.Popen(["unshare", "-n", "bash", "-c", script], cwd=root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        nodes, lines = {}, []
+        while len(nodes) < 2:
+            line = cluster.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            name, _, pid = line.strip().partition(" ")
+            if name in ("head", "worker") and pid.isdigit():
+                nodes[name] = int(pid)
+        deadline = time.monotonic() + 120
+        while not any(b"ray::train_on_node" in cmd[0] for pid, cmd in processes()
+                      if pid in descendants(nodes["worker"])):
+            assert time.monotonic() < deadline and cluster.poll() is None, "".join(lines)
+            time.sleep(0.1)
+        os.killpg(nodes["worker"], signal.SIGKILL)  # the whole worker node, mid-cell
+        output = "".join(lines) + cluster.communicate(timeout=300)[0]
+        assert "exit 0" in output, output
+        assert "4/4 cells" in output
+    finally:  # the cluster stopped by its own processes: `ray start --block` takes its down
+        for pid in nodes.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if cluster.poll() is None:
+            os.killpg(cluster.pid, signal.SIGKILL)
+    assert cell_files(root) == cell_files(by_dvc)
+    assert (root / "reports/results.csv").read_bytes() == \
+        (by_dvc / "reports/results.csv").read_bytes()
+    deadline = time.monotonic() + 60
+    while [pid for pid, cmd in processes() if str(temp).encode() in b" ".join(cmd)]:
+        assert time.monotonic() < deadline, "a Ray process outlived the test"
+        time.sleep(0.5)
