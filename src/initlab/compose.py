@@ -46,10 +46,11 @@ print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items()
 
 def training_files() -> list[str]:
     """The initlab source files that `import initlab.train` loads in a fresh interpreter: the
-    code a cell can run (the evaluation and the report are not among them). Kept by the
-    package's digest: it changes only with the source."""
+    code a cell can run (the evaluation and the report are not among them). Kept by what
+    decides it: the package's source, the interpreter and its PYTHONPATH."""
     kept = memo.Memo(TRAINING_FILES)
-    key = memo.key(str(Path(__file__).parent), package_digest())
+    key = memo.key(str(Path(__file__).parent), package_digest(), sys.executable,
+                   os.environ.get("PYTHONPATH", ""))
     if (listed := kept.get(key)) is None:
         listed = subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
                                 capture_output=True).stdout
