@@ -278,17 +278,10 @@ def repro_study(quick: bool) -> dict:
                 stage["cmd"] = f"mkdir {stage['outs'][0]} && touch {stage['outs'][0]}/empty"
             sweep.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         dvc_alone = timed(["dvc", "repro", "--all-pipelines"])
-        # (i) the same study trained by `initlab.distribute` on a local Ray, from scratch
-        spread = copy_project(root, Path(tmp) / "distributed")
-        shutil.copy2(copy / "params.yaml", spread / "params.yaml")
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread, env=env,
-                       check=True, capture_output=True)
-        distributed = time.perf_counter() - started
-        ray_start, ray_memory = json.loads(subprocess.run(
-            [sys.executable, "-c", RAY_COSTS], env=env, check=True, capture_output=True,
-            text=True).stdout.splitlines()[-1])
-    return {"repro_seconds": wall, "training_seconds": training, "cells": cells,
+        # (i) the same study trained by `initlab.distribute` on a local Ray, from scratch (not
+        # in --quick: a local Ray's start is most of a 2-cell study's time)
+        distributed = {} if quick else distributed_study(root, copy, Path(tmp), wall, env)
+    return {**distributed, "repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "added_init": added, "added_init_training_seconds": added_training,
             "added_init_fixed_seconds": added_wall - added_training,
@@ -296,8 +289,21 @@ def repro_study(quick: bool) -> dict:
             "cell_peak_rss_mb": int(rss_kb) / 1024, "cell_import_seconds": imports,
             "dvc_alone_seconds": dvc_alone, "mlflow_alone_seconds": mlflow_alone,
             "overhead_floor": (dvc_alone + imports + mlflow_alone) / training,
-            "evaluate_seconds": evaluate, "report_seconds": report,
-            "distributed_seconds": distributed, "distributed_vs_repro": distributed / wall,
+            "evaluate_seconds": evaluate, "report_seconds": report}
+
+
+def distributed_study(root: Path, study: Path, tmp: Path, repro_wall: float, env) -> dict:
+    """(i): `study`'s params trained from scratch in a new copy by `initlab.distribute`."""
+    spread = copy_project(root, tmp / "distributed")
+    shutil.copy2(study / "params.yaml", spread / "params.yaml")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread, env=env,
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    ray_start, ray_memory = json.loads(subprocess.run(
+        [sys.executable, "-c", RAY_COSTS], env=env, check=True, capture_output=True,
+        text=True).stdout.splitlines()[-1])
+    return {"distributed_seconds": seconds, "distributed_vs_repro": seconds / repro_wall,
             "ray_workers": len(os.sched_getaffinity(0)) // 2, "ray_start_seconds": ray_start,
             "ray_memory_mb": ray_memory}
 
@@ -451,13 +457,13 @@ TARGETS = {"trainer_vs_gemm": ">= 0.6", "speedup_vs_plain_loop": ">= 1.5",
 
 
 def render(bench: dict) -> str:
-    rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in (
+    rows = "\n".join(f"| {key} | {bench[key]:.4g} | {TARGETS.get(key, '')} |" for key in [
         "gemm_flops", "trainer_flops", "trainer_vs_gemm", "trainer_vs_gemm_ceiling",
         "speedup_vs_plain_loop", "pipeline_overhead", "overhead_floor", "dvc_alone_seconds",
         "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds", "report_seconds",
         "noop_repro_seconds", "added_init_training_seconds", "added_init_fixed_seconds",
         "threshold_edit_seconds", "distributed_seconds", "distributed_vs_repro",
-        "ray_workers", "ray_start_seconds", "ray_memory_mb", "cell_peak_rss_mb"))
+        "ray_workers", "ray_start_seconds", "ray_memory_mb", "cell_peak_rss_mb"] if key in bench)
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "

@@ -169,7 +169,8 @@ def distribute(args) -> int:
     import ray
 
     root = workspace_root()
-    subprocess.run(["dvc", "repro", "prepare", "compose"], cwd=root, check=True)
+    for stage in ("prepare", "compose"):  # one at a time: the lock lists them as `dvc repro`
+        subprocess.run(["dvc", "repro", stage], cwd=root, check=True)
     stale = stale_cells(root)
     todo = restore_from_run_cache(root, stale)
     if len(todo) < len(stale):
