@@ -22,16 +22,17 @@ STUDY = dict(
     study={"name": "ray", "seeds": [0, 1]},
     grid={"activations": ["relu", "tanh"], "inits": ["zero", "he"],
           "more_seeds": {"activations": []}},
-    depth_sweep={"depths": []}, batchnorm_sweep={"activations": []},
+    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
+                 "epochs": 1},
+    batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
     model={"depth": 2, "width": 16}, train={"epochs": 2, "batch_size": 128},
-)
-CELLS = ["relu-he", "relu-zero", "tanh-he", "tanh-zero"]
+)  # 6 cells: 4 of the grid, one of each other sweep (their stage names differ from their cells')
 
 
 def cell_files(root: Path) -> dict[str, bytes]:
     """Every file DVC hashes for the study's cells."""
     return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted((root / "runs" / "grid").rglob("*")) if p.is_file()}
+            for p in sorted((root / "runs").rglob("*")) if p.is_file()}
 
 
 def study(root: Path) -> Path:
@@ -50,11 +51,12 @@ def by_dvc(tmp_path_factory):
 def test_a_local_ray_trains_the_study_dvc_repro_would_have(by_dvc, tmp_path):
     root = study(copy_project(tmp_path / "project"))
     done = run([sys.executable, "-m", "initlab.distribute"], root)
-    assert "4/4 cells" in done.stdout, done.stdout
+    assert "6/6 cells" in done.stdout, done.stdout
     assert cell_files(root) == cell_files(by_dvc)  # bit for bit
     assert (root / "reports/results.csv").read_bytes() == \
         (by_dvc / "reports/results.csv").read_bytes()
-    for lock in ("sweeps/grid/dvc.lock", "dvc.lock"):  # the same record of every stage
+    for lock in ("sweeps/grid/dvc.lock", "sweeps/depth/dvc.lock", "sweeps/batchnorm/dvc.lock",
+                 "dvc.lock"):  # the same record of every stage
         assert yaml.safe_load((root / lock).read_text()) == \
             yaml.safe_load((by_dvc / lock).read_text()), lock
     assert "Running stage" not in run(["dvc", "repro"], root).stdout  # all recorded
@@ -129,7 +131,7 @@ def test_a_worker_node_killed_mid_cell_has_its_cell_retried_and_the_study_is_who
         os.killpg(nodes["worker"], signal.SIGKILL)  # the whole worker node, mid-cell
         output = "".join(lines) + cluster.communicate(timeout=300)[0]
         assert "exit 0" in output, output
-        assert "4/4 cells" in output
+        assert "6/6 cells" in output
     finally:  # the cluster stopped by its own processes: `ray start --block` takes its down
         for pid in nodes.values():
             try:

@@ -298,7 +298,7 @@ def distributed_study(root: Path, study: Path, tmp: Path, repro_wall: float, env
     shutil.copy2(study / "params.yaml", spread / "params.yaml")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread, env=env,
-                   check=True, capture_output=True)
+                   check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     ray_start, ray_memory = json.loads(subprocess.run(
         [sys.executable, "-c", RAY_COSTS], env=env, check=True, capture_output=True,

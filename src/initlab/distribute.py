@@ -39,7 +39,7 @@ from pathlib import Path
 from initlab import timings
 from initlab.errors import ConfigError, reported_errors
 from initlab.io import atomic_path, sha256
-from initlab.paths import workspace_root
+from initlab.paths import CELL_CONFIGS, workspace_root
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 TRAIN_STAGE = "train_"  # the sweeps' stages: sweeps/<sweep>/dvc.yaml:train_<sweep>@<cell>
@@ -56,26 +56,23 @@ def stale_cells(root: Path) -> list[str]:
             if name.split(":")[-1].startswith(TRAIN_STAGE)]
 
 
-def restore_from_run_cache(root: Path, targets: list[str]) -> list[str]:
-    """Check out the cells DVC's run-cache holds (as `dvc repro` would); the rest are left."""
+def restore_from_run_cache(root: Path, targets: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Check out the cells DVC's run-cache holds (as `dvc repro` would); the rest, each with
+    its cell's config file and output folder (the stage's dep under runs/configs/, its out)."""
     from dvc.repo import Repo
     from dvc.stage.cache import RunCacheNotFoundError
 
-    left = []
+    left = {}
     with Repo(str(root)) as repo:
         for target in targets:
             (stage,) = repo.stage.collect(target)
             try:
                 repo.stage_cache.restore(stage)
             except RunCacheNotFoundError:
-                left.append(target)
+                config = next(dep.fs_path for dep in stage.deps
+                              if Path(dep.fs_path).is_relative_to(root / CELL_CONFIGS))
+                left[target] = (Path(config), Path(stage.outs[0].fs_path))
     return left
-
-
-def cell_file(root: Path, target: str) -> Path:
-    """sweeps/grid/dvc.yaml:train_grid@relu-he -> runs/configs/grid/relu-he.yaml"""
-    sweep = Path(target.split(":")[0]).parent.name
-    return root / "runs" / "configs" / sweep / f"{target.split('@')[1]}.yaml"
 
 
 def prepared_data(root: Path) -> dict[str, bytes]:
@@ -108,7 +105,7 @@ def train_on_node(stage: str, config_name: str, config: bytes, data: dict[str, b
         for name, blob in data.items():
             (root / "data" / "prepared").mkdir(parents=True, exist_ok=True)
             (root / "data" / "prepared" / name).write_bytes(blob)
-        path = root / "runs" / "configs" / config_name
+        path = root / CELL_CONFIGS / config_name
         path.parent.mkdir(parents=True)
         path.write_bytes(config)
         os.environ.update(INITLAB_CELL_THREADS=str(threads), DVC_STAGE=stage)
@@ -145,10 +142,9 @@ def verify(result: dict, root: Path, config: Path, data_sha: str) -> str | None:
     return None
 
 
-def record(root: Path, target: str, result: dict) -> None:
+def record(cell_dir: Path, result: dict) -> None:
     """The cell's folder into runs/ (complete or absent), its timings beside it (where it ran:
     the node's host, Ray node id and CPU model)."""
-    cell_dir = root / "runs" / Path(target.split(":")[0]).parent.name / target.split("@")[1]
     with atomic_path(cell_dir) as tmp:
         with tarfile.open(fileobj=io.BytesIO(result["tar"])) as tar:
             tar.extractall(tmp, filter="data")
@@ -188,9 +184,9 @@ def distribute(args) -> int:
         task = ray.remote(train_on_node).options(
             num_cpus=args.threads, num_gpus=args.gpus, resources=json.loads(args.resources),
             max_retries=RETRIES, retry_exceptions=False)
-        pending = {task.remote(t, str(cell_file(root, t).relative_to(root / "runs" / "configs")),
-                               cell_file(root, t).read_bytes(), data, args.threads): t
-                   for t in todo}
+        pending = {task.remote(t, str(config.relative_to(root / CELL_CONFIGS)),
+                               config.read_bytes(), data, args.threads): t
+                   for t, (config, _) in todo.items()}
         done, per_node, recorded = 0, Counter(), []
         print(f"distribute: {len(todo)} cells to train on {len(ray.nodes())} nodes")
         while pending:
@@ -201,12 +197,13 @@ def distribute(args) -> int:
             except Exception as error:  # the cell raised (a bad config), or exhausted retries
                 failed[target] = str(error).strip().splitlines()[-1]
                 continue
-            problem = verify(result, root, cell_file(root, target), data_sha)
+            config, cell_dir = todo[target]
+            problem = verify(result, root, config, data_sha)
             if problem:
                 failed[target] = problem
                 continue
             node = f"{result['timings']['host']} ({result['timings']['node']})"
-            record(root, target, result)
+            record(cell_dir, result)
             recorded.append(target)
             done, per_node[node] = done + 1, per_node[node] + 1
             print(f"distribute: {done}/{len(todo)} cells ({target.split('@')[1]}); per node: "

@@ -1,8 +1,8 @@
 """The folder a trained cell writes (its `run_dir`, e.g. runs/grid/relu-he/), in one place:
 
     config.yaml                 the config the results depend on (`initlab.cells.cell_config`)
-    cell.json                   how it ran: device, threads, parameter count, seconds, and
-                                the tags and dataset of its MLflow runs (not results)
+    cell.json                   what it ran on: device, parameter count, training examples,
+                                the tags of its MLflow runs (no seconds: `initlab.timings`)
     seed_<s>/model.pt           final weights (a state_dict, load with weights_only=True)
     seed_<s>/history.csv        per epoch: train/val loss and accuracy (epoch 0 = at init)
     seed_<s>/layers.csv         per epoch and layer: the probe statistics (initlab.probes)

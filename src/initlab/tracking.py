@@ -30,7 +30,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports fr
 # the URI with any password it holds.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # A tracking server that stops answering: MLflow's defaults retry for minutes (258 s in a
-# trial); these give up within ~30 s, and `server_lost` names the URI.
+# trial); these give up within ~30 s, and `reported_server_loss` names the URI.
 for variable, value in [("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
                         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")]:
