@@ -3,6 +3,7 @@ a local Ray, and a two-node cluster on loopback whose worker node is killed mid-
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -48,10 +49,40 @@ def by_dvc(tmp_path_factory):
     return root
 
 
-def test_a_local_ray_trains_the_study_dvc_repro_would_have(by_dvc, tmp_path):
+# The output folders of the train stages DVC calls stale.
+STALE_OUTPUTS = """import json
+from pathlib import Path
+from dvc.repo import Repo
+from initlab.distribute import stale_cells
+with Repo(".") as repo:
+    print(json.dumps([repo.stage.collect(t)[0].outs[0].fs_path
+                      for t in stale_cells(Path.cwd())]))"""
+
+
+def test_a_local_ray_trains_the_study_dvc_repro_would_have_even_when_killed(by_dvc, tmp_path):
+    """A local Ray; the driver killed outright (SIGKILL) once it has recorded a cell: what it
+    recorded stays recorded (DVC calls it up to date, the next run leaves its folder alone),
+    no half-written folder is left, the next run trains the rest, and the study then equals
+    `dvc repro`'s bit for bit."""
     root = study(copy_project(tmp_path / "project"))
+    driver = subprocess.Popen([sys.executable, "-m", "initlab.distribute", "--record-every=0"],
+                              cwd=root, env=project_env(root), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while not any(line.endswith("cells recorded in the locks\n") for line in lines):
+        line = driver.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    driver.kill()
+    driver.communicate(timeout=60)
+    assert not list(root.glob("runs/**/.*tmp*"))
+    stale = json.loads(run([sys.executable, "-c", STALE_OUTPUTS], root).stdout)
+    kept = {p: p.stat().st_ino for p in (root / "runs").glob("*/*")
+            if p.parent.name != "configs" and str(p) not in stale}
+    assert len(stale) < 6 and kept
     done = run([sys.executable, "-m", "initlab.distribute"], root)
-    assert "6/6 cells" in done.stdout, done.stdout
+    assert (f"{len(stale)} cells to train" in done.stdout) == bool(stale), done.stdout
+    assert {p: p.stat().st_ino for p in kept} == kept  # recorded cells not trained again
     assert cell_files(root) == cell_files(by_dvc)  # bit for bit
     assert (root / "reports/results.csv").read_bytes() == \
         (by_dvc / "reports/results.csv").read_bytes()
@@ -60,7 +91,7 @@ def test_a_local_ray_trains_the_study_dvc_repro_would_have(by_dvc, tmp_path):
         assert yaml.safe_load((root / lock).read_text()) == \
             yaml.safe_load((by_dvc / lock).read_text()), lock
     assert "Running stage" not in run(["dvc", "repro"], root).stdout  # all recorded
-    # nothing stale: a second run trains nothing
+    # nothing stale: a further run trains nothing
     assert "cells to train" not in run([sys.executable, "-m", "initlab.distribute"], root).stdout
 
 
@@ -147,3 +178,14 @@ def test_a_worker_node_killed_mid_cell_has_its_cell_retried_and_the_study_is_who
     while [pid for pid, cmd in processes() if str(temp).encode() in b" ".join(cmd)]:
         assert time.monotonic() < deadline, "a Ray process outlived the test"
         time.sleep(0.5)
+
+
+def test_a_cell_that_raises_is_named_and_the_command_fails(tmp_path):
+    root = study(copy_project(tmp_path / "project"))
+    update_params(root, train={"batch_size": 100_000})  # more than the training examples
+    failed = run([sys.executable, "-m", "initlab.distribute"], root, check=False)
+    assert failed.returncode == 1
+    assert ("sweeps/grid/dvc.yaml:train_grid@relu-he not trained: initlab.errors.ConfigError: "
+            "train.batch_size=100000 is not allowed") in failed.stderr, failed.stderr
+    assert "distribute: 6 cells not trained" in failed.stderr
+    assert not (root / "reports" / "results.csv").exists()  # evaluate did not run

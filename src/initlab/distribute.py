@@ -1,6 +1,7 @@
 """Train the study's stale cells on a Ray cluster; DVC stays the record.
 
-    python -m initlab.distribute [--address HOST:PORT] [--threads 2] [--gpus 0] [--resources JSON]
+    python -m initlab.distribute [--address HOST:PORT] [--threads 2] [--gpus 0]
+                                 [--resources JSON] [--record-every 10]
 
 1. `dvc repro prepare compose` (the data, the cells' configs); the train stages that `dvc
    status` calls changed are the stale cells, and those DVC's run-cache holds are restored;
@@ -10,7 +11,10 @@
 3. each result comes back as bytes and is verified (the config and data it was trained on,
    the digest of the training code the worker ran: a worker with other code is refused),
    written into runs/ atomically with its timings (node, CPU model), and recorded in the
-   sweeps' dvc.lock in batches (`dvc commit --force`, which also fills the run-cache);
+   sweeps' dvc.lock in batches, every `--record-every` seconds (10) and on Ctrl-C or SIGTERM
+   (`dvc commit --force`,
+   which also fills the run-cache): an interrupted run keeps what it recorded, and the next
+   trains only what is missing;
 4. `dvc repro` then runs what is left (evaluate, report): MLflow and the report are what a
    plain `dvc repro` gives.
 
@@ -28,6 +32,7 @@ import functools
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -161,6 +166,44 @@ def commit(root: Path, targets: list[str], order: list[str]) -> None:
                        cwd=root, check=True)
 
 
+def collect(root: Path, pending: dict, todo: dict, order: list[str], data_sha: str,
+            failed: dict, every: float) -> None:
+    """Take each cell's result as it comes, verify it, write it into runs/ and record it in
+    the locks: once `every` seconds have passed since the last record (or BATCH cells came),
+    at the end, and on an interrupt (Ctrl-C, SIGTERM); a driver killed outright loses the
+    record of at most `every` seconds of results, which the next run trains again. `failed`
+    gets each cell not trained, with why."""
+    import ray
+
+    done, per_node, recorded, committed = 0, Counter(), [], time.monotonic()
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            target = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as error:  # the cell raised (a bad config), or exhausted retries
+                failed[target] = str(error).strip().splitlines()[-1]
+                continue
+            config, cell_dir = todo[target]
+            problem = verify(result, root, config, data_sha)
+            if problem:
+                failed[target] = problem
+                continue
+            node = f"{result['timings']['host']} ({result['timings']['node']})"
+            record(cell_dir, result)
+            recorded.append(target)
+            done, per_node[node] = done + 1, per_node[node] + 1
+            print(f"distribute: {done}/{len(todo)} cells ({target.split('@')[1]}); per node: "
+                  + ", ".join(f"{n} {c}" for n, c in sorted(per_node.items())), flush=True)
+            if len(recorded) >= BATCH or time.monotonic() - committed >= every:
+                commit(root, recorded, order)
+                recorded, committed = [], time.monotonic()
+                print(f"distribute: {done} cells recorded in the locks", flush=True)
+    finally:
+        commit(root, recorded, order)
+
+
 def distribute(args) -> int:
     import ray
 
@@ -187,32 +230,11 @@ def distribute(args) -> int:
         pending = {task.remote(t, str(config.relative_to(root / CELL_CONFIGS)),
                                config.read_bytes(), data, args.threads): t
                    for t, (config, _) in todo.items()}
-        done, per_node, recorded = 0, Counter(), []
-        print(f"distribute: {len(todo)} cells to train on {len(ray.nodes())} nodes")
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            target = pending.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except Exception as error:  # the cell raised (a bad config), or exhausted retries
-                failed[target] = str(error).strip().splitlines()[-1]
-                continue
-            config, cell_dir = todo[target]
-            problem = verify(result, root, config, data_sha)
-            if problem:
-                failed[target] = problem
-                continue
-            node = f"{result['timings']['host']} ({result['timings']['node']})"
-            record(cell_dir, result)
-            recorded.append(target)
-            done, per_node[node] = done + 1, per_node[node] + 1
-            print(f"distribute: {done}/{len(todo)} cells ({target.split('@')[1]}); per node: "
-                  + ", ".join(f"{n} {c}" for n, c in sorted(per_node.items())), flush=True)
-            if len(recorded) >= BATCH:
-                commit(root, recorded, stale)
-                recorded = []
-        commit(root, recorded, stale)
-        ray.shutdown()
+        print(f"distribute: {len(todo)} cells to train on {len(ray.nodes())} nodes", flush=True)
+        try:
+            collect(root, pending, todo, stale, data_sha, failed, args.record_every)
+        finally:
+            ray.shutdown()
     if failed:
         for target, why in failed.items():
             print(f"distribute: {target} not trained: {why}", file=sys.stderr)
@@ -231,12 +253,20 @@ def main() -> None:
                         help="GPUs a cell (0.25: four cells share a GPU)")
     parser.add_argument("--resources", default="{}",
                         help="custom Ray resources a cell needs, as JSON")
+    parser.add_argument("--record-every", type=float, default=10.0,
+                        help="seconds between records of the cells done in the locks")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as Ctrl-C does
     with reported_errors():
         if args.threads < 1:
             raise ConfigError(f"--threads={args.threads} is not allowed: at least 1")
         started = time.perf_counter()
-        status = distribute(args)
+        try:
+            status = distribute(args)
+        except KeyboardInterrupt:
+            print("distribute: interrupted; the cells recorded stay recorded, the next run "
+                  "trains the rest", file=sys.stderr)
+            raise SystemExit(130) from None
     print(f"distribute: {time.perf_counter() - started:.0f} s")
     raise SystemExit(status)
 
