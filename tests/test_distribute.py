@@ -17,6 +17,8 @@ import pytest
 import yaml
 from conftest import copy_project, processes, project_env, run, update_params
 
+from initlab.bench import descendants
+
 pytestmark = pytest.mark.xdist_group("distribute")
 
 STUDY = dict(
@@ -112,23 +114,6 @@ CLUSTER = """
     python -m initlab.distribute --address=127.0.0.1:{port} --resources='{{"slot": 1}}'
     echo "exit $?"
 """
-
-
-def descendants(pid: int) -> set[int]:
-    children = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def test_a_worker_node_killed_mid_cell_has_its_cell_retried_and_the_study_is_whole(by_dvc,

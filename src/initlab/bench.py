@@ -308,28 +308,35 @@ def distributed_study(root: Path, study: Path, tmp: Path, repro_wall: float, env
             "ray_memory_mb": ray_memory}
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 # (i'): a local Ray started and stopped, and the resident memory of its processes (every
 # descendant of the driver, which starts them) once it is up, in MB.
 RAY_COSTS = """import json, os, time
 from pathlib import Path
+from initlab.bench import descendants
 started = time.perf_counter()
 import ray
 ray.init(include_dashboard=False, logging_level="ERROR")
 up = time.perf_counter() - started
-children, pids, todo = {}, set(), [os.getpid()]
-for proc in Path("/proc").iterdir():
-    if proc.name.isdigit():
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(proc.name))
-while todo:
-    pid = todo.pop()
-    pids.add(pid)
-    todo += children.get(pid, [])
 rss = 0
-for pid in pids:
+for pid in descendants(os.getpid()):
     try:
         rss += int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                         if line.startswith("VmRSS")).split()[1])

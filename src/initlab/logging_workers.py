@@ -45,8 +45,7 @@ def _logging_worker(parent_pid: int, study: str, tasks, log_cells) -> None:
                       tracking.study_run(mlflow_client, exp_id, study),
                       itertools.chain([first], cells))
     except Exception:
-        uri = tracking.tracking_uri()
-        if tracking.is_server(uri) and not tracking.answers(uri):
+        if tracking.lost(tracking.tracking_uri()):
             raise SystemExit(SERVER_LOST) from None  # the parent reports it, once
         raise
 

@@ -75,12 +75,17 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def lost(uri: str) -> bool:
+    """Whether `uri` is a tracking server that does not answer."""
+    return is_server(uri) and not answers(uri)
+
+
 def check_reachable(uri: str) -> None:
     """Fail fast, naming the URI, when an http(s) tracking server does not answer (MLflow's
     own client would retry). Other stores (sqlite, files) need no check."""
     from initlab.errors import ConfigError
 
-    if is_server(uri) and not answers(uri):
+    if lost(uri):
         raise ConfigError(f"MLFLOW_TRACKING_URI={redacted(uri)!r} is not reachable; start the "
                           "server (`make server`), or unset the variable to use the project's "
                           "sqlite store")
@@ -96,7 +101,7 @@ def reported_server_loss():
         yield
     except Exception:
         uri = tracking_uri()
-        if not is_server(uri) or answers(uri):
+        if not lost(uri):
             raise
         raise ConfigError(f"MLFLOW_TRACKING_URI={redacted(uri)!r} stopped answering while runs "
                           "were logged: start the server again and rerun `dvc repro` (or "
