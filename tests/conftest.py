@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import initlab.bench
+from initlab.bench import fork_servers
 from initlab.layout import CELL_JSON
 
 # The tests send Ctrl-C's SIGINT to the processes they start, which inherit its disposition:
@@ -32,14 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def processes():
-    """(pid, command line as a list of bytes) of every process that can be read."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                yield int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+def servers(env) -> list[int]:
+    """The pids of the fork servers whose socket is in env's runtime folder."""
+    return fork_servers(env["XDG_RUNTIME_DIR"])
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def copy_project(target: Path) -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project, processes, project_env, run, update_params
+from conftest import copy_project, project_env, run, update_params
 
-from initlab.bench import descendants
+from initlab.bench import descendants, processes
 
 pytestmark = pytest.mark.xdist_group("distribute")
 

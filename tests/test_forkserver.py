@@ -1,7 +1,8 @@
-"""The train stages' command, `python -m initlab.forkserver --cell ...`: a cell trained in a
-child of the warm server is the cell a fresh `python -m initlab.train --cell ...` trains;
-stopping the client stops the child and leaves no output; without a server that can serve,
-the client trains the cell itself; an idle server goes away."""
+"""The stages' command, `python -m initlab.forkserver --cell ...` (or `... <stage module>`):
+a cell trained in a child of the warm server is the cell a fresh `python -m initlab.train
+--cell ...` trains; stopping the client stops the child and leaves no output; without a server
+that can serve, the client trains the cell itself; an idle server goes away. (A served
+evaluate: tests/test_pipeline.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import processes, project_env, run
+from conftest import children, project_env, run, servers
 from omegaconf import OmegaConf
 
 from initlab.digest import package_digest
@@ -37,20 +38,6 @@ def env(project):
     server is theirs (short: a socket's path has at most 107 bytes)."""
     with tempfile.TemporaryDirectory(prefix="fs", dir="/tmp") as runtime:
         yield {**project_env(project), "XDG_RUNTIME_DIR": runtime}
-
-
-def servers(env) -> list[int]:
-    """The pids of the fork servers whose socket is in env's runtime folder."""
-    folder = env["XDG_RUNTIME_DIR"].encode()
-    return [pid for pid, cmdline in processes()
-            if b"--serve" in cmdline and cmdline[cmdline.index(b"--serve") + 1].startswith(folder)]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def outputs(cell_dir: Path) -> dict:
@@ -163,3 +150,13 @@ def test_an_idle_server_exits_and_removes_its_socket_and_log(project, env):
         time.sleep(0.05)
     assert server.wait(timeout=30) == 0
     assert not socket.exists() and not socket.with_suffix(".log").exists()
+
+
+def test_a_module_that_is_no_stage_is_one_clear_error(project, env):
+    done = run([sys.executable, "-m", "initlab.forkserver", "initlab.bench"], project,
+               check=False, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "initlab: error: initlab.forkserver 'initlab.bench' is not allowed: a stage's module, "
+        "one of initlab.train, initlab.data.download, initlab.data.prepare, initlab.compose, "
+        "initlab.evaluate, initlab.report, or --cell FILE (for initlab.train)"]

@@ -6,10 +6,23 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SMALL_STUDY, copy_project, project_env, run, update_params
+from conftest import (
+    SMALL_STUDY,
+    children,
+    copy_project,
+    held_before_logging,
+    project_env,
+    run,
+    servers,
+    update_params,
+)
 from mlflow.tracking import MlflowClient
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
@@ -153,6 +166,33 @@ def test_incremental_stages_write_what_a_run_from_scratch_writes(study):
         run(["dvc", "repro", "--force", "--single-item", stage], root)
     assert outputs(root) == incremental
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
+
+
+def test_a_stage_forked_from_the_warm_server_writes_what_its_own_process_writes(study, tmp_path):
+    """A stage's command, `python -m initlab.forkserver initlab.evaluate`: the stage runs in a
+    child of the fork server (held there at its first cell), named after its stage, and
+    writes the results.csv a process of its own writes."""
+    root, _ = study
+    expected = (root / "reports/results.csv").read_bytes()
+    runtime = tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a server of its own; a short path
+    env = {**project_env(root), "XDG_RUNTIME_DIR": runtime,
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # every run to log
+
+    def forked():
+        [server] = servers(env)
+        [child] = children(server)
+        assert Path(f"/proc/{child}/comm").read_text() == "evaluate\n"
+
+    with held_before_logging(root) as release:
+        process = subprocess.Popen([sys.executable, "-m", "initlab.forkserver",
+                                    "initlab.evaluate"], cwd=root, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        release(process, held=forked)
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, out + err
+    assert "evaluate: 12 runs in 6 cells" in out  # the child writes to the client's stdout
+    assert (root / "reports/results.csv").read_bytes() == expected
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_a_fresh_clone_retrains_the_committed_study_to_the_same_bytes(study, tmp_path):

@@ -18,12 +18,13 @@ import pytest
 from conftest import (
     copy_project,
     held_before_logging,
-    processes,
     project_env,
     run,
     update_params,
 )
 from mlflow.tracking import MlflowClient
+
+from initlab.bench import parent, processes
 
 pytestmark = pytest.mark.xdist_group("robust")  # one worker, one `project`
 
@@ -60,12 +61,12 @@ def works_in(pid: int, root: Path, library: str) -> bool:
 def training_pid(root) -> int | None:
     """The pid of a trainer working in `root` that has loaded torch (so it is in, or about to
     be in, its epochs), or None: an `initlab.train` process or a child of the fork server
-    (`initlab.forkserver --serve`, whose children carry its command line)."""
+    (`initlab.forkserver --serve`, whose children carry its command line) named `train`."""
     commands = dict(processes())
     for pid, args in commands.items():
         try:
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            forked = b"--serve" in args and b"--serve" in commands.get(parent, [])
+            forked = (b"--serve" in args and b"--serve" in commands.get(parent(pid), []) and
+                      Path(f"/proc/{pid}/comm").read_text() == "train\n")
             if (b"initlab.train" in args or forked) and works_in(pid, root, "libtorch"):
                 return pid
         except (OSError, ValueError, IndexError):

@@ -32,7 +32,7 @@ Writes reports/bench.json and reports/bench.md:
 and where the rest of (d) goes: dvc_alone_seconds (`dvc repro` of every train stage again
 with the same deps, params and outs but a command that only makes the output folder: DVC's
 own cost per stage), cell_import_seconds (a fresh process importing the trainer, paid once by
-the fork server that the train stages share, `initlab.forkserver`), mlflow_alone_seconds
+the fork server that the stages share, `initlab.forkserver`), mlflow_alone_seconds
 (MLflow storing the runs' params and metrics that evaluate logs, by bare client calls:
 `mlflow_floor`), overhead_floor = (dvc_alone + cell_import + mlflow_alone) / training, and
 evaluate_seconds, report_seconds (those stages again, on a fresh MLflow store and with no
@@ -49,6 +49,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -236,11 +237,20 @@ def repro_study(quick: bool) -> dict:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
         def timed(cmd, run_env=env) -> float:
-            started = time.perf_counter()
-            done = subprocess.run(cmd, cwd=copy, env=run_env, capture_output=True, text=True)
+            """`cmd`'s seconds with no warm fork server: one of its own, stopped after (what
+            an edit costs once the last one's server has gone idle)."""
+            runtime = tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a socket's path is short
+            try:
+                started = time.perf_counter()
+                done = subprocess.run(cmd, cwd=copy, env={**run_env, "XDG_RUNTIME_DIR": runtime},
+                                      capture_output=True, text=True)
+                seconds = time.perf_counter() - started
+            finally:
+                stop_fork_servers(runtime)
+                shutil.rmtree(runtime)
             if done.returncode:
                 raise RuntimeError(f"{cmd} failed in {copy}:\n{done.stdout}\n{done.stderr}")
-            return time.perf_counter() - started
+            return seconds
 
         wall = timed(["dvc", "repro"])
         noop = timed(["dvc", "repro"])
@@ -308,15 +318,47 @@ def distributed_study(root: Path, study: Path, tmp: Path, repro_wall: float, env
             "ray_memory_mb": ray_memory}
 
 
+def processes():
+    """(pid, command line as a list of bytes) of every process that can be read."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+
+
+def parent(pid: int) -> int | None:
+    """The parent of process `pid`, from /proc (None if it has gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return None
+
+
+def fork_servers(runtime: str) -> list[int]:
+    """The pids of the fork servers whose socket is in `runtime` (not their children, which
+    carry the same command line)."""
+    found = [pid for pid, cmdline in processes() if b"--serve" in cmdline and
+             cmdline[cmdline.index(b"--serve") + 1].startswith(runtime.encode())]
+    return [pid for pid in found if parent(pid) not in found]
+
+
+def stop_fork_servers(runtime: str) -> None:
+    """SIGTERM the fork servers whose socket is in `runtime`, so that none goes on importing
+    beside the next measure."""
+    for pid in fork_servers(runtime):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def descendants(pid: int) -> set[int]:
     """Every process below `pid` (children, their children, ...), from /proc."""
     children = {}
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
+        if proc.name.isdigit() and (ppid := parent(int(proc.name))) is not None:
             children.setdefault(ppid, []).append(int(proc.name))
     found, todo = set(), [pid]
     while todo:

@@ -1,34 +1,41 @@
-"""Train a cell in a process forked from a warm one: the train stages' command.
+"""Run a stage's module in a process forked from a warm one: the pipeline's stage commands.
 
     python -m initlab.forkserver --cell runs/configs/grid/tanh-xavier.yaml
+    python -m initlab.forkserver initlab.evaluate
 
-does what `python -m initlab.train --cell ...` does, without paying the trainer's imports
-(torch: ~2.5 s, more than a default cell trains) in every one of the study's processes. This
-client imports nothing heavy. It connects to a fork server, a process that has imported
-`initlab.train` once and forks a child per cell; the child takes the client's working
-directory, environment and stdin/stdout/stderr (passed over the socket), trains the cell
-exactly as a fresh process would (nothing runs in the server before the fork), and its exit
-status becomes the client's. Python's multiprocessing "forkserver" works the same way inside
-one program; this one outlives a process so that successive DVC stages can share it.
+do what `python -m initlab.train --cell ...` and `python -m initlab.evaluate` do, without
+paying the stack's imports (torch, MLflow, matplotlib, scipy: 2-5 s a stage, more than a
+default cell trains) in every one of the study's processes. This client imports nothing heavy.
+It connects to a fork server, a process that has imported the stage modules (`STAGES`) once
+and forks a child per request; the child takes the client's working directory, environment
+and stdin/stdout/stderr (passed over the socket), runs the module's `main()` exactly as a
+fresh process would (the server only imports, it runs nothing), and its exit status becomes
+the client's. Python's multiprocessing "forkserver" works the same way inside one program;
+this one outlives a process so that successive DVC stages can share it.
 
-- The first client starts the server; it exits after IDLE_SECONDS without work.
+- The first client starts the server; it imports the trainer, then serves, importing the
+  other stage modules between requests (or at once, for the one a request names); it exits
+  after IDLE_SECONDS without work.
 - A server serves one version of the code only: it is found by a socket name made of the
   digest of the package's source (`initlab.digest.package_digest`), the interpreter and the
   environment (variables read at import, such as OMP_NUM_THREADS, must match), so an edit or
-  another setting starts a new server; and it trains a cell only if the cell's `code` is the
-  digest of the training code it loaded for that cell (`initlab.digest.cell_digest`).
+  another setting starts a new server (one that finds the source changed stops serving); and
+  it trains a cell only if the cell's `code` is the digest of the training code it loaded for
+  that cell (`initlab.digest.cell_digest`).
 - A signal to the client (Ctrl-C, DVC or a scheduler stopping the stage) is passed on to the
-  child, which then cleans up as the trainer does; a client killed outright closes its end
-  of the socket and the child stops on that (SIGTERM), so no orphan goes on training.
+  child, which then cleans up as the module does; a client killed outright closes its end
+  of the socket and the child stops on that (SIGTERM), so no orphan goes on working.
 - Whenever no server can serve (none comes up, the code differs, the socket fails before a
-  child starts), the client runs `python -m initlab.train` itself, in its own process.
-- `INITLAB_FORKSERVER=0` turns it off: the client runs `python -m initlab.train` at once, the
-  reading path without this mechanism (same numbers; each cell pays the imports).
+  child starts), the client runs `python -m <module>` itself, in its own process.
+- `INITLAB_FORKSERVER=0` turns it off: the client runs `python -m <module>` at once, the
+  reading path without this mechanism (same outputs; each stage pays the imports).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import importlib
 import json
 import os
 import selectors
@@ -43,11 +50,17 @@ import traceback
 from pathlib import Path
 
 IDLE_SECONDS = 30.0
+TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
+# The modules the stages run, in pipeline order: what a server imports after the trainer.
+STAGES = ("initlab.data.download", "initlab.data.prepare", "initlab.compose", "initlab.evaluate",
+          "initlab.report")
 START_SECONDS = 60.0  # how long a client waits for the server it started
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# Set by DVC or the shell per command; they do not change what the server imported.
-PER_COMMAND_VARIABLES = {"DVC_STAGE", "DVC_ROOT", "PWD", "OLDPWD", "SHLVL", "_"}
+# Set per command by DVC, the shell or pytest; they do not change what the server imported.
+PER_COMMAND_VARIABLES = {"DVC_STAGE", "DVC_ROOT", "PWD", "OLDPWD", "SHLVL", "_",
+                         "PYTEST_CURRENT_TEST"}
 MESSAGE_BYTES = 1 << 20
+PR_SET_NAME = 15  # prctl(2): the name `ps -o comm` and /proc/<pid>/comm show
 
 
 def socket_path(identity: str, env: dict[str, str]) -> Path | None:
@@ -106,19 +119,13 @@ def _connect_or_start(path: Path, identity: str) -> socket.socket | None:
     return None
 
 
-def run_cell(cell_config: Path) -> int | None:
-    """Train the cell in a child of the fork server; its exit status, or None when no server
-    could start the child (the cell's file unreadable included: the trainer reports that)."""
-    import yaml
-
+def run_module(module: str, args: list[str]) -> int | None:
+    """Run `module` with `args` in a child of the fork server; its exit status, or None when no
+    server could start the child."""
     from initlab.digest import package_digest
 
-    try:
-        code = yaml.safe_load(cell_config.read_text()).get("code")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
     identity = package_digest()
-    path = socket_path(identity, dict(os.environ)) if isinstance(code, str) else None
+    path = socket_path(identity, dict(os.environ))
     conn = _connect_or_start(path, identity) if path else None
     if conn is None:
         return None
@@ -130,13 +137,13 @@ def run_cell(cell_config: Path) -> int | None:
                 pass
 
         # Installed first: a signal that comes before the child exists waits for it. One
-        # this process ignores (SIGINT in a background job) is ignored, as by the trainer.
+        # this process ignores (SIGINT in a background job) is ignored, as by the module.
         for signum in FORWARDED_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, forward)
         try:
             socket.send_fds(conn, [json.dumps({
-                "argv": ["--cell", str(cell_config)], "cwd": os.getcwd(),
+                "module": module, "argv": args, "cwd": os.getcwd(),
                 "env": dict(os.environ)}).encode()], [0, 1, 2])
             message = _receive(conn)
         except OSError:
@@ -149,7 +156,7 @@ def run_cell(cell_config: Path) -> int | None:
             except OSError:
                 message = None
     if message is None:
-        print(f"initlab: error: the training process for {cell_config} ended without an "
+        print(f"initlab: error: the process of `{module} {' '.join(args)}` ended without an "
               "exit status", file=sys.stderr)
         return 1
     return message["status"]
@@ -160,16 +167,22 @@ def main() -> None:
     if args[:1] == ["--serve"]:
         serve(Path(args[1]), args[2], float(args[3]))
         return
+    module, args = (TRAINER, args) if args[:1] == ["--cell"] else (args[0] if args else "",
+                                                                    args[1:])
+    if module not in (TRAINER, *STAGES):
+        print(f"initlab: error: initlab.forkserver {module!r} is not allowed: a stage's module, "
+              f"one of {', '.join((TRAINER, *STAGES))}, or --cell FILE (for {TRAINER})",
+              file=sys.stderr)
+        sys.exit(2)
     switch = os.environ.get("INITLAB_FORKSERVER", "1")
     if switch not in ("0", "1"):
         print(f"initlab: error: INITLAB_FORKSERVER={switch!r} is not allowed: 1 (the default) "
-              "trains cells in children of a warm server, 0 in their own process",
+              "runs stages in children of a warm server, 0 in their own process",
               file=sys.stderr)
         sys.exit(2)
-    status = (run_cell(Path(args[1])) if switch == "1" and args[:1] == ["--cell"]
-              and len(args) == 2 else None)
+    status = run_module(module, args) if switch == "1" else None
     if status is None:
-        os.execv(sys.executable, [sys.executable, "-m", "initlab.train", *args])
+        os.execv(sys.executable, [sys.executable, "-m", module, *args])
     sys.exit(status)
 
 
@@ -177,9 +190,11 @@ def main() -> None:
 
 def serve(path: Path, identity: str, idle_seconds: float) -> None:
     """Import the trainer, check that the package's source is still `identity`, then fork a
-    child per request on the socket at `path` (for a cell composed for the training code it
-    loaded) until `idle_seconds` pass with no child and no request."""
-    import initlab.train  # noqa: F401  (what every child inherits)
+    child per request on the socket at `path` (for a cell, one composed for the training code
+    it loaded), importing the other stage modules while no request waits, until
+    `idle_seconds` pass with no child and no request."""
+    started_with = dict(os.environ)
+    importlib.import_module(TRAINER)  # what every child inherits
     from initlab.digest import package_digest
 
     loaded = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] ==
@@ -196,8 +211,26 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the client's socket)
+    served, to_import = {TRAINER}, list(STAGES)  # imported from the source served; to import
+
+    def load(module: str) -> None:
+        """Import a stage's module (if it fails, the client's own process reports why); a
+        source no longer `identity` stops all serving."""
+        to_import.remove(module)
+        try:
+            _entry(module)
+            served.add(module)
+        except Exception:
+            pass
+        if package_digest() != identity:
+            served.clear()
+            to_import.clear()
+
     while True:
-        events = selector.select(idle_seconds)
+        events = selector.select(0 if to_import else idle_seconds)
+        if not events and to_import:
+            load(to_import[0])
+            continue
         if not events and not children:
             break
         for key, _ in events:
@@ -205,11 +238,16 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                 conn, _ = listener.accept()
                 try:
                     data, fds, _, _ = socket.recv_fds(conn, MESSAGE_BYTES, 3)
-                except OSError:
+                    request = json.loads(data)
+                except (OSError, ValueError):
                     conn.close()
                     continue
-                if not _composed_for(loaded, data):  # the client trains it itself
-                    for fd in fds:
+                module = request.get("module")
+                if module in to_import:
+                    load(module)
+                if module not in served or (module == TRAINER and
+                                            not _composed_for(loaded, request)):
+                    for fd in fds:  # the client runs it itself
                         os.close(fd)
                     conn.close()
                     continue
@@ -219,7 +257,8 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                         listener.close()
                         for _, other in children.values():
                             other.close()
-                        _child(conn, data, fds)
+                        _child(conn, request, fds, {
+                            k: v for k, v in os.environ.items() if k not in started_with})
                     finally:
                         os._exit(1)  # never back into the server's loop
                 for fd in fds:
@@ -245,14 +284,20 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     listener.close()
 
 
-def _composed_for(loaded: list[str], request: bytes) -> bool:
+def _entry(module: str):
+    """The module whose `main()` `python -m module` runs (a package's `__main__`)."""
+    found = importlib.import_module(module)
+    return importlib.import_module(f"{module}.__main__") if hasattr(found, "__path__") else found
+
+
+def _composed_for(loaded: list[str], request: dict) -> bool:
     """Whether the requested cell's `code` is the digest of the training code this server
     loaded, for its activation and init (a cell composed from other code is not served)."""
     import yaml
 
     from initlab.digest import cell_digest
 
-    argv, cwd = (json.loads(request)[key] for key in ("argv", "cwd"))
+    argv, cwd = request["argv"], request["cwd"]
     try:
         cell = yaml.safe_load((Path(cwd) / argv[1]).read_text())
         activation, init, code = cell["activation"]["name"], cell["init"]["name"], cell["code"]
@@ -265,9 +310,10 @@ def _composed_for(loaded: list[str], request: bytes) -> bool:
     return False
 
 
-def _child(conn: socket.socket, request: bytes, fds: list[int]) -> None:
-    """In the forked child: become the client's process (fds, cwd, environment), run the
-    trainer, report its exit status on `conn`, and exit."""
+def _child(conn: socket.socket, request: dict, fds: list[int], defaults: dict) -> None:
+    """In the forked child: become the client's process (fds, cwd, environment, with the
+    `defaults` that the server's imports set), run the module's `main()`, report its exit
+    status on `conn`, and exit."""
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -276,14 +322,15 @@ def _child(conn: socket.socket, request: bytes, fds: list[int]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the server may ignore it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    # Named after its stage (train, evaluate, ...): it carries the server's command line.
+    ctypes.CDLL(None).prctl(PR_SET_NAME, request["module"].rsplit(".", 1)[-1].encode(), 0, 0, 0)
     threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()
     try:
-        request = json.loads(request)
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
-        sys.argv = ["initlab.train", *request["argv"]]
-        sys.modules["initlab.train"].main()
+        os.environ.update({**defaults, **request["env"]})
+        sys.argv = [request["module"], *request["argv"]]
+        _entry(request["module"]).main()
         status = 0
     except SystemExit as e:
         if isinstance(e.code, str):

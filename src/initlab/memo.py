@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import pickle
+import sys
 from pathlib import Path
 
 from initlab.io import atomic_path
@@ -60,12 +61,14 @@ def kept(kind: str, output: str | None = None):
     hashed)."""
     def decorate(fn):
         signature = inspect.signature(fn)
+        # by its import name: `python -m` runs a module as __main__
+        module = getattr(sys.modules[fn.__module__].__spec__, "name", fn.__module__)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             path = bound.arguments.pop(output) if output else None
-            entry = key(_source(), fn.__module__, fn.__qualname__,
+            entry = key(_source(), module, fn.__qualname__,
                         *[part for name, value in sorted(bound.arguments.items())
                           for part in (name, fingerprint(value))])
             entries = Memo(kind)
