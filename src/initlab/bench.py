@@ -266,7 +266,6 @@ def repro_study(quick: bool) -> dict:
         edit_params(copy, report={"alpha": 0.01})
         threshold_wall = timed(["dvc", "repro"])
         (copy / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
-        timed(["dvc", "repro"])
         rss_kb = subprocess.run(
             [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
             check=True, capture_output=True, text=True).stdout.split()[-1]
