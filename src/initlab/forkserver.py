@@ -6,15 +6,16 @@
 do what `python -m initlab.train --cell ...` and `python -m initlab.evaluate` do, without
 paying the stack's imports (torch, MLflow, matplotlib, scipy: 2-5 s a stage, more than a
 default cell trains) in every one of the study's processes. This client imports nothing heavy.
-It connects to a fork server, a process that has imported the stage modules (`STAGES`) once
-and forks a child per request; the child takes the client's working directory, environment
+It connects to a fork server, a process that imports each stage's module (`STAGES`) once and
+forks a child per request; the child takes the client's working directory, environment
 and stdin/stdout/stderr (passed over the socket), runs the module's `main()` exactly as a
 fresh process would (the server only imports, it runs nothing), and its exit status becomes
 the client's. Python's multiprocessing "forkserver" works the same way inside one program;
 this one outlives a process so that successive DVC stages can share it.
 
-- The first client starts the server; it imports the trainer, then serves, importing the
-  other stage modules between requests (or at once, for the one a request names); it exits
+- The first client starts the server; it imports the trainer, then serves. It imports the
+  other stages' modules and what they import at first use (MLflow) while it has no child and
+  no request, so never beside a cell's training, or at a stage's first request; it exits
   after IDLE_SECONDS without work.
 - A server serves one version of the code only: it is found by a socket name made of the
   digest of the package's source (`initlab.digest.package_digest`), the interpreter and the
@@ -51,9 +52,11 @@ from pathlib import Path
 
 IDLE_SECONDS = 30.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
-# The modules the stages run, in pipeline order: what a server imports after the trainer.
-STAGES = ("initlab.data.download", "initlab.data.prepare", "initlab.compose", "initlab.evaluate",
-          "initlab.report")
+# The other stages' modules, each with what it imports at first use rather than with the
+# module: MLflow (~2 s), which `initlab.tracking` keeps off the trainer's path.
+MLFLOW = ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store")
+STAGES = {"initlab.data.download": (), "initlab.data.prepare": (), "initlab.compose": (),
+          "initlab.evaluate": MLFLOW, "initlab.report": MLFLOW}
 START_SECONDS = 60.0  # how long a client waits for the server it started
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Set per command by DVC, the shell or pytest; they do not change what the server imported.
@@ -191,8 +194,9 @@ def main() -> None:
 def serve(path: Path, identity: str, idle_seconds: float) -> None:
     """Import the trainer, check that the package's source is still `identity`, then fork a
     child per request on the socket at `path` (for a cell, one composed for the training code
-    it loaded), importing the other stage modules while no request waits, until
-    `idle_seconds` pass with no child and no request."""
+    it loaded; for another stage, once its module is imported, which it does a name at a time
+    while it has no child and no request) until `idle_seconds` pass with no child and no
+    request."""
     started_with = dict(os.environ)
     importlib.import_module(TRAINER)  # what every child inherits
     from initlab.digest import package_digest
@@ -211,25 +215,31 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the client's socket)
-    served, to_import = {TRAINER}, list(STAGES)  # imported from the source served; to import
+    served = {TRAINER}  # the modules imported from the source served
+    to_import = [name for module, libraries in STAGES.items() for name in (module, *libraries)]
 
-    def load(module: str) -> None:
-        """Import a stage's module (if it fails, the client's own process reports why); a
-        source no longer `identity` stops all serving."""
-        to_import.remove(module)
+    def imported(*names: str) -> bool:
+        """Whether `names` import (if not, the client's own process reports why) from the
+        source served; one no longer `identity` stops all serving."""
         try:
-            _entry(module)
-            served.add(module)
+            for name in names:  # a stage as `python -m` runs it (a package's __main__)
+                if name in STAGES:
+                    _entry(name)
+                else:
+                    importlib.import_module(name)
         except Exception:
-            pass
+            return False
         if package_digest() != identity:
             served.clear()
             to_import.clear()
+            return False
+        return True
 
     while True:
-        events = selector.select(0 if to_import else idle_seconds)
-        if not events and to_import:
-            load(to_import[0])
+        idle = to_import and not children  # then import the next name: no cell trains beside
+        events = selector.select(0 if idle else idle_seconds)
+        if not events and idle:
+            imported(to_import.pop(0))
             continue
         if not events and not children:
             break
@@ -243,8 +253,9 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                     conn.close()
                     continue
                 module = request.get("module")
-                if module in to_import:
-                    load(module)
+                if module in STAGES and module not in served and imported(module,
+                                                                         *STAGES[module]):
+                    served.add(module)
                 if module not in served or (module == TRAINER and
                                             not _composed_for(loaded, request)):
                     for fd in fds:  # the client runs it itself
