@@ -236,18 +236,22 @@ def repro_study(quick: bool) -> dict:
             edit_params(copy, **QUICK_STUDY)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
+        # In --quick, one fork server for every command (a smoke run's seconds measure nothing)
+        shared = tempfile.mkdtemp(prefix="fs", dir="/tmp") if quick else None
+
         def timed(cmd, run_env=env) -> float:
             """`cmd`'s seconds with no warm fork server: one of its own, stopped after (what
             an edit costs once the last one's server has gone idle)."""
-            runtime = tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a socket's path is short
+            runtime = shared or tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a short socket path
             try:
                 started = time.perf_counter()
                 done = subprocess.run(cmd, cwd=copy, env={**run_env, "XDG_RUNTIME_DIR": runtime},
                                       capture_output=True, text=True)
                 seconds = time.perf_counter() - started
             finally:
-                stop_fork_servers(runtime)
-                shutil.rmtree(runtime)
+                if not shared:
+                    stop_fork_servers(runtime)
+                    shutil.rmtree(runtime)
             if done.returncode:
                 raise RuntimeError(f"{cmd} failed in {copy}:\n{done.stdout}\n{done.stderr}")
             return seconds
@@ -290,6 +294,9 @@ def repro_study(quick: bool) -> dict:
         # (i) the same study trained by `initlab.distribute` on a local Ray, from scratch (not
         # in --quick: a local Ray's start is most of a 2-cell study's time)
         distributed = {} if quick else distributed_study(root, copy, Path(tmp), wall, env)
+        if shared:
+            stop_fork_servers(shared)
+            shutil.rmtree(shared)
     return {**distributed, "repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "added_init": added, "added_init_training_seconds": added_training,
