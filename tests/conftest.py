@@ -74,6 +74,17 @@ SMALL_STUDY = dict(
 )
 
 
+SIX_CELLS = dict(
+    study={"name": "six", "seeds": [0, 1]},
+    grid={"activations": ["relu", "tanh"], "inits": ["zero", "he"],
+          "more_seeds": {"activations": []}},
+    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
+                 "epochs": 1},
+    batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
+    model={"depth": 2, "width": 16}, train={"epochs": 2, "batch_size": 128},
+)  # 6 cells: 4 of the grid, one of each other sweep (their stage names differ from their cells')
+
+
 def project_env(root: Path) -> dict[str, str]:
     """The environment a user's shell has: the venv on PATH, no tracking URI override."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -148,3 +159,14 @@ def small_study(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("study"))
     update_params(root, **SMALL_STUDY)
     return root, run(["dvc", "repro"], root)
+
+
+@pytest.fixture(scope="session")
+def six_cells(tmp_path_factory):
+    """A copy of the project that ran the real `dvc repro` of SIX_CELLS: test_distribute
+    compares with it, test_remote copies it (xdist_group "distribute": one worker builds it).
+    Read only."""
+    root = copy_project(tmp_path_factory.mktemp("six-cells"))
+    update_params(root, **SIX_CELLS)
+    run(["dvc", "repro"], root)
+    return root

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,22 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SIX_CELLS as STUDY
 from conftest import copy_project, project_env, run, update_params
 
 from initlab.bench import descendants, processes
 
 pytestmark = pytest.mark.xdist_group("distribute")
-
-STUDY = dict(
-    study={"name": "ray", "seeds": [0, 1]},
-    grid={"activations": ["relu", "tanh"], "inits": ["zero", "he"],
-          "more_seeds": {"activations": []}},
-    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
-                 "epochs": 1},
-    batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
-    model={"depth": 2, "width": 16}, train={"epochs": 2, "batch_size": 128},
-)  # 6 cells: 4 of the grid, one of each other sweep (their stage names differ from their cells')
-
 
 def cell_files(root: Path) -> dict[str, bytes]:
     """Every file DVC hashes for the study's cells."""
@@ -43,12 +34,10 @@ def study(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def by_dvc(tmp_path_factory):
+@pytest.fixture
+def by_dvc(six_cells):
     """The study as `dvc repro` trains it."""
-    root = study(copy_project(tmp_path_factory.mktemp("by-dvc")))
-    run(["dvc", "repro"], root)
-    return root
+    return six_cells
 
 
 # The output folders of the train stages DVC calls stale.
@@ -165,12 +154,14 @@ def test_a_worker_node_killed_mid_cell_has_its_cell_retried_and_the_study_is_who
         time.sleep(0.5)
 
 
-def test_a_cell_that_raises_is_named_and_the_command_fails(tmp_path):
-    root = study(copy_project(tmp_path / "project"))
+def test_a_cell_that_raises_is_named_and_the_command_fails(by_dvc, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(by_dvc, root, symlinks=True)  # its data prepared, its cells trained
+    results = (root / "reports" / "results.csv").stat().st_mtime_ns
     update_params(root, train={"batch_size": 100_000})  # more than the training examples
     failed = run([sys.executable, "-m", "initlab.distribute"], root, check=False)
     assert failed.returncode == 1
     assert ("sweeps/grid/dvc.yaml:train_grid@relu-he not trained: initlab.errors.ConfigError: "
             "train.batch_size=100000 is not allowed") in failed.stderr, failed.stderr
     assert "distribute: 6 cells not trained" in failed.stderr
-    assert not (root / "reports" / "results.csv").exists()  # evaluate did not run
+    assert (root / "reports" / "results.csv").stat().st_mtime_ns == results  # no evaluate

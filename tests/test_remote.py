@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from conftest import copy_project, run, update_params
+import shutil
 
-STUDY = dict(
-    study={"name": "shared", "seeds": [0, 1]},
-    grid={"activations": ["relu"], "inits": ["zero", "he"], "more_seeds": {"activations": []}},
-    depth_sweep={"depths": []}, batchnorm_sweep={"activations": []},
-    model={"depth": 2, "width": 16}, train={"epochs": 1, "batch_size": 128},
-)
+import pytest
+from conftest import run
+
+pytestmark = pytest.mark.xdist_group("distribute")  # with the study it copies
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
 
 
-def test_a_clone_that_pulls_the_trained_cells_trains_nothing(tmp_path):
-    first = copy_project(tmp_path / "first")
-    update_params(first, **STUDY)
+def test_a_clone_that_pulls_the_trained_cells_trains_nothing(six_cells, tmp_path):
+    first = tmp_path / "first"
+    shutil.copytree(six_cells, first, symlinks=True)  # a study `dvc repro` trained
     run(["dvc", "remote", "add", "--default", "team", str(tmp_path / "remote")], first)
-    run(["dvc", "repro"], first)
     run([*GIT, "add", "-A"], first)
     run([*GIT, "commit", "-qm", "the study, trained"], first)
     run(["dvc", "push", "--run-cache"], first)
