@@ -74,15 +74,10 @@ SMALL_STUDY = dict(
 )
 
 
-SIX_CELLS = dict(
-    study={"name": "six", "seeds": [0, 1]},
-    grid={"activations": ["relu", "tanh"], "inits": ["zero", "he"],
-          "more_seeds": {"activations": []}},
-    depth_sweep={"depths": [3], "activations": ["relu"], "inits": ["he"], "width": 16,
-                 "epochs": 1},
-    batchnorm_sweep={"activations": ["relu"], "inits": ["he"]},
-    model={"depth": 2, "width": 16}, train={"epochs": 2, "batch_size": 128},
-)  # 6 cells: 4 of the grid, one of each other sweep (their stage names differ from their cells')
+# The small study, narrower and with a 3-layer depth cell: test_distribute trains it on Ray.
+SIX_CELLS = {**SMALL_STUDY, "study": {"name": "six", "seeds": [0, 1]},
+             "depth_sweep": {**SMALL_STUDY["depth_sweep"], "depths": [3]},
+             "model": {"depth": 2, "width": 16}}
 
 
 def project_env(root: Path) -> dict[str, str]:
