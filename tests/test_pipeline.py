@@ -187,7 +187,11 @@ def test_a_stage_forked_from_the_warm_server_writes_what_its_own_process_writes(
         process = subprocess.Popen([sys.executable, "-m", "initlab.forkserver",
                                     "initlab.evaluate"], cwd=root, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        release(process, held=forked)
+        try:
+            release(process, held=forked)
+        except BaseException:  # the client killed: its child stops too, none left on the pipe
+            process.kill()
+            raise
         out, err = process.communicate(timeout=300)
     assert process.returncode == 0, out + err
     rows = len(pd.read_csv(root / "reports/results.csv"))
