@@ -16,6 +16,9 @@ from pathlib import Path
 # other (a 1.7-s cell took 62 s). Set before torch is loaded; it changes no number.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Each test's environment (its own store, its own folders) gets a fork server of its own: at
+# the default five idle minutes dozens would stay up, holding their memory, until after the run.
+os.environ["INITLAB_FORKSERVER_IDLE"] = "30"
 
 import pytest
 import yaml

@@ -13,7 +13,8 @@ KEYS = ("gemm_flops", "trainer_flops", "trainer_vs_gemm", "trainer_vs_gemm_ceili
         "narrow_trainer_seconds", "speedup_vs_plain_loop",
         "pipeline_overhead", "noop_repro_seconds", "cell_peak_rss_mb", "overhead_floor",
         "dvc_alone_seconds", "cell_import_seconds", "mlflow_alone_seconds", "evaluate_seconds",
-        "report_seconds", "added_init_fixed_seconds", "threshold_edit_seconds")
+        "report_seconds", "added_init_fixed_seconds", "warm_added_init_fixed_seconds",
+        "threshold_edit_seconds")
 
 
 def test_quick_bench_writes_every_key_as_a_number(prepared_project):

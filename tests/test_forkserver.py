@@ -74,10 +74,13 @@ def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
         serving.append(servers(env))
     assert trained[0] == trained[1] == trained[2]
     assert len(serving[0]) == 1 and serving[1] == serving[0]  # the second cell reused it
+    idle = Path(f"/proc/{serving[0][0]}/cmdline").read_bytes().split(b"\0")[-2]
+    assert float(idle) == float(env["INITLAB_FORKSERVER_IDLE"])  # the client's setting
 
 
 def test_the_switch_trains_in_the_clients_own_process(project, env):
-    """INITLAB_FORKSERVER=0: no server, the same cell; a bad value is one clear error."""
+    """INITLAB_FORKSERVER=0: no server, the same cell; a bad value of it or of
+    INITLAB_FORKSERVER_IDLE is one clear error."""
     fresh = {**env, "XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"] + "/off"}
     Path(fresh["XDG_RUNTIME_DIR"]).mkdir(exist_ok=True)
     run([sys.executable, "-m", "initlab.train", "--cell", CELL], project, env=env)
@@ -90,6 +93,12 @@ def test_the_switch_trains_in_the_clients_own_process(project, env):
     bad = run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project,
               check=False, env={**fresh, "INITLAB_FORKSERVER": "yes"})
     assert bad.returncode == 2 and "INITLAB_FORKSERVER='yes' is not allowed" in bad.stderr
+    bad = run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project,
+              check=False, env={**fresh, "INITLAB_FORKSERVER_IDLE": "soon"})
+    assert bad.returncode == 2 and bad.stderr.splitlines() == [
+        "initlab: error: INITLAB_FORKSERVER_IDLE='soon' is not allowed: the seconds a fork "
+        "server waits for work before it exits, a number > 0 (default 300)"]
+    assert not servers(fresh)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])

@@ -16,7 +16,10 @@ this one outlives a process so that successive DVC stages can share it.
 - The first client starts the server; it imports the trainer, then serves. It imports the
   other stages' modules and what they import at first use (MLflow) while it has no child and
   no request, so never beside a cell's training, or at a stage's first request; it exits
-  after IDLE_SECONDS without work.
+  after IDLE_SECONDS without work (`INITLAB_FORKSERVER_IDLE` sets them). Five minutes: the
+  next `dvc repro` of an edit loop (edit params.yaml, repro, read the report, edit again)
+  finds it warm, its imports done; a repro after the server has gone pays them once more
+  (docs/performance.md, "The edit loop with a warm server").
 - A server serves one version of the code only: it is found by a socket name made of the
   digest of the package's source (`initlab.digest.package_digest`), the interpreter and the
   environment (variables read at import, such as OMP_NUM_THREADS, must match), so an edit or
@@ -38,6 +41,7 @@ import ctypes
 import hashlib
 import importlib
 import json
+import math
 import os
 import selectors
 import signal
@@ -50,7 +54,7 @@ import time
 import traceback
 from pathlib import Path
 
-IDLE_SECONDS = 30.0
+IDLE_SECONDS = 300.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
 # The other stages' modules, each with what it imports at first use rather than with the
 # module: MLflow (~2 s), which `initlab.tracking` keeps off the trainer's path.
@@ -101,8 +105,9 @@ def _connect(path: Path) -> socket.socket:
     return conn
 
 
-def _connect_or_start(path: Path, identity: str) -> socket.socket | None:
-    """A connection to the server at `path`, started if need be; None if none comes up."""
+def _connect_or_start(path: Path, identity: str, idle_seconds: float) -> socket.socket | None:
+    """A connection to the server at `path`, started if need be (to exit after
+    `idle_seconds` without work); None if none comes up."""
     try:
         return _connect(path)
     except OSError:
@@ -110,7 +115,7 @@ def _connect_or_start(path: Path, identity: str) -> socket.socket | None:
     log = path.with_suffix(".log").open("a")
     server = subprocess.Popen(
         [sys.executable, "-m", "initlab.forkserver", "--serve", str(path), identity,
-         str(IDLE_SECONDS)],
+         str(idle_seconds)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
     deadline = time.monotonic() + START_SECONDS
@@ -122,14 +127,15 @@ def _connect_or_start(path: Path, identity: str) -> socket.socket | None:
     return None
 
 
-def run_module(module: str, args: list[str]) -> int | None:
-    """Run `module` with `args` in a child of the fork server; its exit status, or None when no
-    server could start the child."""
+def run_module(module: str, args: list[str], idle_seconds: float = IDLE_SECONDS) -> int | None:
+    """Run `module` with `args` in a child of the fork server (one started here exits after
+    `idle_seconds` without work); its exit status, or None when no server could start the
+    child."""
     from initlab.digest import package_digest
 
     identity = package_digest()
     path = socket_path(identity, dict(os.environ))
-    conn = _connect_or_start(path, identity) if path else None
+    conn = _connect_or_start(path, identity, idle_seconds) if path else None
     if conn is None:
         return None
     with conn:
@@ -183,7 +189,17 @@ def main() -> None:
               "runs stages in children of a warm server, 0 in their own process",
               file=sys.stderr)
         sys.exit(2)
-    status = run_module(module, args) if switch == "1" else None
+    idle = os.environ.get("INITLAB_FORKSERVER_IDLE", str(IDLE_SECONDS))
+    try:
+        idle_seconds = float(idle)
+    except ValueError:
+        idle_seconds = math.nan
+    if not 0 < idle_seconds < math.inf:
+        print(f"initlab: error: INITLAB_FORKSERVER_IDLE={idle!r} is not allowed: the seconds a "
+              f"fork server waits for work before it exits, a number > 0 (default "
+              f"{IDLE_SECONDS:g})", file=sys.stderr)
+        sys.exit(2)
+    status = run_module(module, args, idle_seconds) if switch == "1" else None
     if status is None:
         os.execv(sys.executable, [sys.executable, "-m", module, *args])
     sys.exit(status)
