@@ -7,6 +7,8 @@ evaluate: tests/test_pipeline.py.)"""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import children, project_env, run, servers
+from conftest import REPO, children, project_env, run, servers
 from omegaconf import OmegaConf
 
 from initlab.digest import package_digest
@@ -137,6 +139,50 @@ def test_without_a_server_for_the_code_the_client_trains_the_cell_itself(project
     assert json.loads((cell_dir / "seed_0/summary.json").read_text())["epochs"] == 2
     logs = [log.read_text() for log in Path(env["XDG_RUNTIME_DIR"]).glob("initlab-*/*.log")]
     assert any("not serving" in log for log in logs)  # the server it started refused
+
+
+def test_a_server_whose_source_is_edited_serves_no_more(project, env, tmp_path):
+    """The package's source edited while a cell trains, before the server's next import: that
+    import finds it changed and the server stops serving (its log says so); a client of the
+    same source trains its cell in its own process."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copied = {**env, "PYTHONPATH": str(src)}
+    long_cell = cell_config(project, tmp_path, run_dir="runs/grid/long", **{"train.epochs": 2000})
+    client = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--cell",
+                               str(long_cell)], cwd=project, env=copied,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (serving := servers(copied)) or not children(serving[0]):  # then no import runs
+        assert client.poll() is None and time.monotonic() < deadline, "no child trains"
+        time.sleep(0.05)
+    [server] = serving
+    edited = src / "initlab/report/figures.py"
+    original = edited.read_text()
+    edited.write_text(original + "\n# edited\n")
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=60) == 128 + signal.SIGTERM
+    cmdline = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+    log = Path(cmdline[cmdline.index(b"--serve") + 1].decode()).with_suffix(".log")
+    deadline = time.monotonic() + 60
+    while "not serving" not in log.read_text():
+        assert time.monotonic() < deadline, "the server did not notice the edit"
+        time.sleep(0.05)
+    edited.write_text(original)  # the server's source again: its clients find its socket
+    before = children_cpu(server)
+    short_cell = cell_config(project, tmp_path, run_dir="runs/grid/after-edit")
+    done = run([sys.executable, "-m", "initlab.forkserver", "--cell", str(short_cell)], project,
+               env=copied)
+    assert "after-edit-s1: 2 epochs" in done.stdout
+    assert children_cpu(server) == before  # it forked no child that trained
+    assert servers(copied) == [server]  # nor did the client start another: it ran the cell
+    os.kill(server, signal.SIGTERM)
+
+
+def children_cpu(pid: int) -> int:
+    """The CPU time (clock ticks) of the children that process `pid` has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[13]) + int(fields[14])  # cutime, cstime: stat(5)'s fields 16 and 17
 
 
 def test_a_bad_cell_argument_is_the_trainers_one_clear_error(project, env):

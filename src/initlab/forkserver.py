@@ -246,6 +246,8 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
         except Exception:
             return False
         if package_digest() != identity:
+            print(f"initlab.forkserver: the package's source is no longer {identity} (edited "
+                  "since this server started); not serving", file=sys.stderr, flush=True)
             served.clear()
             to_import.clear()
             return False
