@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -232,30 +233,25 @@ def training_seconds(root: Path, pattern: str = "*/*") -> float:
 def repro_study(quick: bool) -> dict:
     """(d) to (h) on a throwaway copy of the project (its own store, DVC cache and memo)."""
     root = workspace_root()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as shared:
         copy = copy_project(root, Path(tmp) / "project")
         if quick:
             edit_params(copy, **QUICK_STUDY)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
         # In --quick, one fork server for every command (a smoke run's seconds measure nothing)
-        shared = tempfile.mkdtemp(prefix="fs", dir="/tmp") if quick else None
+        quick_runtime = shared.enter_context(server_folder()) if quick else None
 
         def timed(cmd, run_env=env, runtime=None) -> float:
             """`cmd`'s seconds with no warm fork server: one of its own, stopped after (what
             an edit costs once the last one's server has gone), or the servers of `runtime`,
             left running (the next command of an edit loop finds them warm)."""
-            own = not (shared or runtime)
-            runtime = shared or runtime or tempfile.mkdtemp(prefix="fs", dir="/tmp")
-            try:
+            with ExitStack() as own:
+                runtime = quick_runtime or runtime or own.enter_context(server_folder())
                 started = time.perf_counter()
                 done = subprocess.run(cmd, cwd=copy, env={**run_env, "XDG_RUNTIME_DIR": runtime},
                                       capture_output=True, text=True)
                 seconds = time.perf_counter() - started
-            finally:
-                if own:
-                    stop_fork_servers(runtime)
-                    shutil.rmtree(runtime)
             if done.returncode:
                 raise RuntimeError(f"{cmd} failed in {copy}:\n{done.stdout}\n{done.stderr}")
             return seconds
@@ -269,15 +265,13 @@ def repro_study(quick: bool) -> dict:
         study = yaml.safe_load((copy / "params.yaml").read_text())
         listed = study["grid"]["inits"]
         added, warm_added = [name for name in INITS if name not in listed][:2]
-        loop = tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a short socket path
-        edit_params(copy, grid={"inits": [*listed, added]})
-        added_wall = timed(["dvc", "repro"], runtime=loop)
-        added_training = training_seconds(copy, f"grid/*-{added}")
-        edit_params(copy, grid={"inits": [*listed, added, warm_added]})
-        warm_wall = timed(["dvc", "repro"], runtime=loop)
-        warm_training = training_seconds(copy, f"grid/*-{warm_added}")
-        stop_fork_servers(loop)
-        shutil.rmtree(loop)
+        with server_folder() as loop:
+            edit_params(copy, grid={"inits": [*listed, added]})
+            added_wall = timed(["dvc", "repro"], runtime=loop)
+            added_training = training_seconds(copy, f"grid/*-{added}")
+            edit_params(copy, grid={"inits": [*listed, added, warm_added]})
+            warm_wall = timed(["dvc", "repro"], runtime=loop)
+            warm_training = training_seconds(copy, f"grid/*-{warm_added}")
         edit_params(copy, report={"alpha": 0.01})
         threshold_wall = timed(["dvc", "repro"])
         (copy / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
@@ -305,9 +299,6 @@ def repro_study(quick: bool) -> dict:
         # (i) the same study trained by `initlab.distribute` on a local Ray, from scratch (not
         # in --quick: a local Ray's start is most of a 2-cell study's time)
         distributed = {} if quick else distributed_study(root, copy, Path(tmp), wall, env)
-        if shared:
-            stop_fork_servers(shared)
-            shutil.rmtree(shared)
     return {**distributed, "repro_seconds": wall, "training_seconds": training, "cells": cells,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "added_init": added, "added_init_training_seconds": added_training,
@@ -325,10 +316,12 @@ def distributed_study(root: Path, study: Path, tmp: Path, repro_wall: float, env
     """(i): `study`'s params trained from scratch in a new copy by `initlab.distribute`."""
     spread = copy_project(root, tmp / "distributed")
     shutil.copy2(study / "params.yaml", spread / "params.yaml")
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
+    with server_folder() as runtime:  # its repro's server stopped after, as in timed()
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "initlab.distribute"], cwd=spread,
+                       env={**env, "XDG_RUNTIME_DIR": runtime}, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
     ray_start, ray_memory = json.loads(subprocess.run(
         [sys.executable, "-c", RAY_COSTS], env=env, check=True, capture_output=True,
         text=True).stdout.splitlines()[-1])
@@ -361,6 +354,18 @@ def fork_servers(runtime: str) -> list[int]:
     found = [pid for pid, cmdline in processes() if b"--serve" in cmdline and
              cmdline[cmdline.index(b"--serve") + 1].startswith(runtime.encode())]
     return [pid for pid in found if parent(pid) not in found]
+
+
+@contextmanager
+def server_folder():
+    """A new runtime folder (XDG_RUNTIME_DIR) for the fork servers of the commands given it,
+    short (a socket's path has at most 107 bytes); its servers stopped and it removed after."""
+    runtime = tempfile.mkdtemp(prefix="fs", dir="/tmp")
+    try:
+        yield runtime
+    finally:
+        stop_fork_servers(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def stop_fork_servers(runtime: str) -> None:
