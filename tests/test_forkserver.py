@@ -142,15 +142,16 @@ def test_without_a_server_for_the_code_the_client_trains_the_cell_itself(project
 
 
 def test_a_server_whose_source_is_edited_serves_no_more(project, env, tmp_path):
-    """The package's source edited while a cell trains, before the server's next import: that
-    import finds it changed and the server stops serving (its log says so); a client of the
-    same source trains its cell in its own process."""
+    """The package's source edited while a DVC stage's cell trains, before the server's next
+    import (after that cell, it imports the other stages' modules): that import finds it
+    changed and the server stops serving (its log says so); a client of the same source
+    trains its cell in its own process."""
     src = tmp_path / "src"
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     copied = {**env, "PYTHONPATH": str(src)}
     long_cell = cell_config(project, tmp_path, run_dir="runs/grid/long", **{"train.epochs": 2000})
     client = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--cell",
-                               str(long_cell)], cwd=project, env=copied,
+                               str(long_cell)], cwd=project, env={**copied, "DVC_STAGE": "long"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not (serving := servers(copied)) or not children(serving[0]):  # then no import runs

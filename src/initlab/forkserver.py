@@ -13,13 +13,14 @@ fresh process would (the server only imports, it runs nothing), and its exit sta
 the client's. Python's multiprocessing "forkserver" works the same way inside one program;
 this one outlives a process so that successive DVC stages can share it.
 
-- The first client starts the server; it imports the trainer, then serves. It imports the
-  other stages' modules and what they import at first use (MLflow) while it has no child and
-  no request, so never beside a cell's training, or at a stage's first request; it exits
-  after IDLE_SECONDS without work (`INITLAB_FORKSERVER_IDLE` sets them). Five minutes: the
-  next `dvc repro` of an edit loop (edit params.yaml, repro, read the report, edit again)
-  finds it warm, its imports done; a repro after the server has gone pays them once more
-  (docs/performance.md, "The edit loop with a warm server").
+- The first client starts the server; it imports the trainer, then serves. Once a stage of
+  `dvc repro` has asked (DVC_STAGE set: evaluate and report will follow), it imports the other
+  stages' modules and what they import at first use (MLflow) while it has no child and no
+  request, so never beside a cell's training; for cells trained by hand, a stage's module at
+  its first request only. It exits after IDLE_SECONDS without work (`INITLAB_FORKSERVER_IDLE`
+  sets them). Five minutes: the next `dvc repro` of an edit loop (edit params.yaml, repro,
+  read the report, edit again) finds it warm, its imports done; a repro after the server has
+  gone pays them once more (docs/performance.md, "The edit loop with a warm server").
 - A server serves one version of the code only: it is found by a socket name made of the
   digest of the package's source (`initlab.digest.package_digest`), the interpreter and the
   environment (variables read at import, such as OMP_NUM_THREADS, must match), so an edit or
@@ -210,9 +211,9 @@ def main() -> None:
 def serve(path: Path, identity: str, idle_seconds: float) -> None:
     """Import the trainer, check that the package's source is still `identity`, then fork a
     child per request on the socket at `path` (for a cell, one composed for the training code
-    it loaded; for another stage, once its module is imported, which it does a name at a time
-    while it has no child and no request) until `idle_seconds` pass with no child and no
-    request."""
+    it loaded; for another stage, once its module is imported, which it does at the stage's
+    first request or, once a DVC stage has asked, a name at a time while it has no child and
+    no request) until `idle_seconds` pass with no child and no request."""
     started_with = dict(os.environ)
     importlib.import_module(TRAINER)  # what every child inherits
     from initlab.digest import package_digest
@@ -233,6 +234,7 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the client's socket)
     served = {TRAINER}  # the modules imported from the source served
     to_import = [name for module, libraries in STAGES.items() for name in (module, *libraries)]
+    pipeline = False  # whether a stage of `dvc repro` has asked: then the others follow
 
     def imported(*names: str) -> bool:
         """Whether `names` import (if not, the client's own process reports why) from the
@@ -254,7 +256,7 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
         return True
 
     while True:
-        idle = to_import and not children  # then import the next name: no cell trains beside
+        idle = pipeline and to_import and not children  # then import a name: no cell trains
         events = selector.select(0 if idle else idle_seconds)
         if not events and idle:
             imported(to_import.pop(0))
@@ -271,6 +273,7 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                     conn.close()
                     continue
                 module = request.get("module")
+                pipeline = pipeline or "DVC_STAGE" in request.get("env", {})
                 if module in STAGES and module not in served and imported(module,
                                                                          *STAGES[module]):
                     served.add(module)
