@@ -17,7 +17,7 @@ from pathlib import Path
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Each test's environment (its own store, its own folders) gets a fork server of its own: at
-# the default five idle minutes dozens would stay up, holding their memory, until after the run.
+# the default five idle minutes each would stay up that long, holding its memory, after its test.
 os.environ["INITLAB_FORKSERVER_IDLE"] = "30"
 
 import pytest

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from conftest import REPO, children, project_env, run, servers
 from omegaconf import OmegaConf
 
+from initlab.bench import server_folder, stat_fields
 from initlab.digest import package_digest
 
 CELL = "runs/configs/grid/relu-he.yaml"
@@ -37,8 +37,8 @@ def project(prepared_project) -> Path:
 @pytest.fixture(scope="module")
 def env(project):
     """The project's environment with a runtime folder of its own, so that these tests' fork
-    server is theirs (short: a socket's path has at most 107 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="fs", dir="/tmp") as runtime:
+    servers are theirs (and stopped after them)."""
+    with server_folder() as runtime:
         yield {**project_env(project), "XDG_RUNTIME_DIR": runtime}
 
 
@@ -148,7 +148,8 @@ def test_a_server_whose_source_is_edited_serves_no_more(project, env, tmp_path):
     trains its cell in its own process."""
     src = tmp_path / "src"
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    copied = {**env, "PYTHONPATH": str(src)}
+    # Its own idle time, far above the steps between its two clients however slow they run
+    copied = {**env, "PYTHONPATH": str(src), "INITLAB_FORKSERVER_IDLE": "600"}
     long_cell = cell_config(project, tmp_path, run_dir="runs/grid/long", **{"train.epochs": 2000})
     client = subprocess.Popen([sys.executable, "-m", "initlab.forkserver", "--cell",
                                str(long_cell)], cwd=project, env={**copied, "DVC_STAGE": "long"},
@@ -182,8 +183,8 @@ def test_a_server_whose_source_is_edited_serves_no_more(project, env, tmp_path):
 
 def children_cpu(pid: int) -> int:
     """The CPU time (clock ticks) of the children that process `pid` has waited for."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[13]) + int(fields[14])  # cutime, cstime: stat(5)'s fields 16 and 17
+    fields = stat_fields(pid)
+    return int(fields[13]) + int(fields[14])  # cutime, cstime: proc(5)'s fields 16 and 17
 
 
 def test_a_bad_cell_argument_is_the_trainers_one_clear_error(project, env):

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +23,8 @@ from conftest import (
     update_params,
 )
 from mlflow.tracking import MlflowClient
+
+from initlab.bench import server_folder
 
 CELLS = {f"{a}-{i}" for a in ["tanh", "relu"] for i in ["zero", "he"]}
 OTHER_SWEEPS = {"relu-he-d4", "relu-he-bn"}  # the small depth and batch-norm sweeps
@@ -174,16 +175,15 @@ def test_a_stage_forked_from_the_warm_server_writes_what_its_own_process_writes(
     writes the results.csv a process of its own writes."""
     root, _ = study
     expected = (root / "reports/results.csv").read_bytes()
-    runtime = tempfile.mkdtemp(prefix="fs", dir="/tmp")  # a server of its own; a short path
-    env = {**project_env(root), "XDG_RUNTIME_DIR": runtime,
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # every run to log
 
     def forked():
         [server] = servers(env)
         [child] = children(server)
         assert Path(f"/proc/{child}/comm").read_text() == "evaluate\n"
 
-    with held_before_logging(root) as release:
+    with server_folder() as runtime, held_before_logging(root) as release:  # a server of its own
+        env = {**project_env(root), "XDG_RUNTIME_DIR": runtime,
+               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # every run to log
         process = subprocess.Popen([sys.executable, "-m", "initlab.forkserver",
                                     "initlab.evaluate"], cwd=root, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -197,7 +197,6 @@ def test_a_stage_forked_from_the_warm_server_writes_what_its_own_process_writes(
     rows = len(pd.read_csv(root / "reports/results.csv"))
     assert out.startswith(f"evaluate: {rows} runs in ")  # the child writes to the client's stdout
     assert (root / "reports/results.csv").read_bytes() == expected
-    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_a_fresh_clone_retrains_the_committed_study_to_the_same_bytes(study, tmp_path):

@@ -57,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -233,14 +233,13 @@ def training_seconds(root: Path, pattern: str = "*/*") -> float:
 def repro_study(quick: bool) -> dict:
     """(d) to (h) on a throwaway copy of the project (its own store, DVC cache and memo)."""
     root = workspace_root()
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as shared:
+    # In --quick, one fork server for every command (a smoke run's seconds measure nothing)
+    with tempfile.TemporaryDirectory() as tmp, \
+            (server_folder() if quick else nullcontext()) as quick_runtime:
         copy = copy_project(root, Path(tmp) / "project")
         if quick:
             edit_params(copy, **QUICK_STUDY)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-
-        # In --quick, one fork server for every command (a smoke run's seconds measure nothing)
-        quick_runtime = shared.enter_context(server_folder()) if quick else None
 
         def timed(cmd, run_env=env, runtime=None) -> float:
             """`cmd`'s seconds with no warm fork server: one of its own, stopped after (what
@@ -340,10 +339,16 @@ def processes():
                 continue
 
 
+def stat_fields(pid: int) -> list[str]:
+    """Process `pid`'s /proc/<pid>/stat from its 3rd field on (state, ppid, ...: proc(5)),
+    past the command name, which may hold spaces and parentheses."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def parent(pid: int) -> int | None:
     """The parent of process `pid`, from /proc (None if it has gone)."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(stat_fields(pid)[1])
     except (OSError, IndexError):
         return None
 

@@ -128,7 +128,7 @@ def _connect_or_start(path: Path, identity: str, idle_seconds: float) -> socket.
     return None
 
 
-def run_module(module: str, args: list[str], idle_seconds: float = IDLE_SECONDS) -> int | None:
+def run_module(module: str, args: list[str], idle_seconds: float) -> int | None:
     """Run `module` with `args` in a child of the fork server (one started here exits after
     `idle_seconds` without work); its exit status, or None when no server could start the
     child."""
