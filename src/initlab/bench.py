@@ -421,9 +421,10 @@ print(json.dumps([up + time.perf_counter() - started, rss / 1024]))"""
 def mlflow_floor() -> float:
     """Seconds MLflow itself takes to store what `evaluate` logs of the study (in this
     workspace, on the store of MLFLOW_TRACKING_URI): each run's params and metrics
-    (`initlab.tracking.run_batch`) by bare client calls, create_run, log_batch and
-    set_terminated, in as many processes as evaluate has logging workers; no artifacts,
-    figures or measuring. Part of (d) that no code of ours can remove."""
+    (`initlab.tracking.run_batch`), every seed of every cell (`grid.more_seeds`' cells have
+    more), by bare client calls, create_run, log_batch and set_terminated, in as many
+    processes as evaluate has logging workers; no artifacts, figures or measuring. Part of
+    (d) that no code of ours can remove."""
     import multiprocessing
 
     from initlab import tracking
@@ -435,7 +436,7 @@ def mlflow_floor() -> float:
     for _, cell_dir in cells:
         ran = json.loads((cell_dir / layout.CELL_JSON).read_text())
         params = tracking.cell_params(cell_dir)
-        for seed in cfg.study.seeds:
+        for seed in json.loads(params["study.seeds"]):  # the cell's own seeds
             runs.append((ran["mlflow_tags"], *tracking.run_batch(
                 cell_dir, seed, now_ms, params, {"test_accuracy": 0.0, "test_loss": 0.0})))
     # The store is opened after the forks only: MLflow keeps one engine per store in a
