@@ -1,16 +1,18 @@
 """Nothing lost: a real `dvc repro` interrupted by a signal, or killed, completes on the next
 run with a correct report and no MLflow run left RUNNING; queued experiments run in parallel
-all land in the project's one store; an unreachable tracking server fails fast; a killed
-`evaluate` leaves no logging worker behind. (A logging interrupted inside `evaluate` is covered
-in test_train: the next evaluate replaces it.)"""
+all land in the project's one store, which processes opening it at once share; an unreachable
+tracking server fails fast; a killed `evaluate` leaves no logging worker behind. (A logging
+interrupted inside `evaluate` is covered in test_train: the next evaluate replaces it.)"""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -248,6 +250,28 @@ def test_queued_experiments_run_in_parallel_into_one_store(project):
     assert {"3", "4"} <= new_seeds
     assert not statuses.get("RUNNING")
     assert not (project / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+
+
+# Opens the store of MLFLOW_TRACKING_URI, then prints the experiment it finds or creates.
+OPEN_STORE = """from initlab import tracking
+print(tracking.experiment_id(tracking.client(), "parallel"))"""
+
+
+def test_processes_opening_a_new_store_at_once_share_it(tmp_path):
+    """Four processes open a store that does not exist yet at once (as parallel experiments'
+    evaluates can): one creates its tables, in WAL mode, while the others wait, then every one
+    finds the same experiment."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # a workspace of its own
+    store = tmp_path / "mlflow.db"
+    env = {**project_env(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    opening = [subprocess.Popen([sys.executable, "-c", OPEN_STORE], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    outputs = [process.communicate() for process in opening]
+    assert [process.returncode for process in opening] == [0] * 4, outputs
+    assert len({out.strip() for out, _ in outputs}) == 1, outputs
+    with closing(sqlite3.connect(store)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_unreachable_tracking_server_fails_fast(prepared_project):

@@ -423,8 +423,10 @@ def mlflow_floor() -> float:
     workspace, on the store of MLFLOW_TRACKING_URI): each run's params and metrics
     (`initlab.tracking.run_batch`), every seed of every cell (`grid.more_seeds`' cells have
     more), by bare client calls, create_run, log_batch and set_terminated, in as many
-    processes as evaluate has logging workers; no artifacts, figures or measuring. Part of
-    (d) that no code of ours can remove."""
+    processes as evaluate has logging workers, from opening the store (the bench's is new:
+    its tables are created, as by the first evaluate) with MLflow imported (as the fork server
+    has it); no artifacts, figures or measuring. Part of (d) that no code of ours can remove."""
+    import importlib
     import multiprocessing
 
     from initlab import tracking
@@ -442,8 +444,10 @@ def mlflow_floor() -> float:
     # The store is opened after the forks only: MLflow keeps one engine per store in a
     # process, and a sqlite connection must not cross a fork.
     fork = multiprocessing.get_context("fork")
+    importlib.import_module("mlflow.tracking")  # before the forks, as in the fork server
+    started = time.perf_counter()
     with fork.Pool(1) as pool:
-        exp_id = pool.apply(_floor_experiment)
+        exp_id = pool.apply(_floor_experiment)  # a new store: MLflow creates its tables
 
     def log(share):
         mlflow_client = tracking.client()
@@ -453,7 +457,6 @@ def mlflow_floor() -> float:
             mlflow_client.set_terminated(run_id, "FINISHED")
 
     processes = worker_count(len(cells))
-    started = time.perf_counter()
     if not processes:
         log(runs)
     else:

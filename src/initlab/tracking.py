@@ -15,11 +15,12 @@ import fcntl
 import hashlib
 import json
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from initlab import layout, memo, timings
@@ -110,9 +111,11 @@ def reported_server_loss():
 
 
 def client():
-    """An MlflowClient on the project's store. Opening a sqlite store creates or migrates its
-    tables, which two processes must not do at once (parallel `dvc exp run` workers on a new
-    store): a file lock beside the store makes them take turns."""
+    """An MlflowClient on the project's store. Opening a new sqlite store creates its tables,
+    which two processes must not do at once (parallel `dvc exp run` workers, evaluate's
+    logging workers): a file lock beside the store lets one create it while the others wait,
+    then open it side by side. A new store is made in WAL mode (sqlite's write-ahead log), in
+    which readers do not block the one writer (evaluate's logging workers, `make ui`)."""
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
@@ -121,7 +124,10 @@ def client():
     store = Path(uri.removeprefix("sqlite:///"))
     store.parent.mkdir(parents=True, exist_ok=True)
     with open(store.with_name(store.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_SH if store.exists() else fcntl.LOCK_EX)
+        if not store.exists():
+            with closing(sqlite3.connect(store)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")  # kept in the file
         mlflow_client = MlflowClient(uri)
         mlflow_client.search_experiments(max_results=1)  # the store is ready
     return mlflow_client
