@@ -1,5 +1,6 @@
-"""`make bench-quick` (python -m initlab.bench --quick) runs and writes valid JSON. The numbers
-themselves are measured by `make bench`, never asserted here."""
+"""`make bench-quick` (python -m initlab.bench --quick) runs and writes valid JSON, its MLflow
+floor logging every run that evaluate logs. The numbers themselves are measured by `make
+bench`, never asserted here."""
 
 from __future__ import annotations
 
@@ -24,5 +25,7 @@ def test_quick_bench_writes_every_key_as_a_number(prepared_project):
     for key in KEYS:
         assert isinstance(bench[key], (int, float)) and math.isfinite(bench[key]), key
     assert bench["gemm_flops"] > 0 and bench["cell_peak_rss_mb"] > 10
+    # the floor logs every run evaluate logs: relu-zero's 2 seeds and relu-he's 3
+    assert bench["runs"] == bench["mlflow_alone_runs"] == 5
     assert {"cpu_model", "cores", "torch_threads", "date"} <= set(bench)
     assert (prepared_project / "reports" / "bench.md").read_text().startswith("# initlab")

@@ -36,9 +36,10 @@ with the same deps, params and outs but a command that only makes the output fol
 own cost per stage), cell_import_seconds (a fresh process importing the trainer, paid once by
 the fork server that the stages share, `initlab.forkserver`), mlflow_alone_seconds
 (MLflow storing the runs' params and metrics that evaluate logs, by bare client calls:
-`mlflow_floor`), overhead_floor = (dvc_alone + cell_import + mlflow_alone) / training, and
-evaluate_seconds, report_seconds (those stages again, on a fresh MLflow store and with no
-memo, `initlab.memo`, as in the first repro).
+`mlflow_floor`; mlflow_alone_runs, as many as evaluate's runs), overhead_floor =
+(dvc_alone + cell_import + mlflow_alone) / training, and evaluate_seconds, report_seconds
+(those stages again, on a fresh MLflow store and with no memo, `initlab.memo`, as in the
+first repro).
 
 `--quick` runs a 2-epoch cell and a 2-cell study instead of the default ones (a smoke test;
 its ratios are not the study's).
@@ -71,14 +72,14 @@ from initlab.inits import INITS
 from initlab.io import atomic_path, write_json
 from initlab.models import build_model
 from initlab.optim import OPTIMIZERS
-from initlab.paths import workspace_root
+from initlab.paths import RESULTS_CSV, workspace_root
 from initlab.train import fit, initialize, seed_generator
 
 ROUNDS = 3
 FLOOR_WIDTH = 8  # (b'): the default cell with 8-unit hidden layers, the same ops on ~no FLOPs
-QUICK_STUDY = {"study": {"seeds": [0, 1]},
+QUICK_STUDY = {"study": {"seeds": [0, 1]},  # relu-he with a third seed, as `more_seeds` gives
                "grid": {"activations": ["relu"], "inits": ["zero", "he"],
-                        "more_seeds": {"activations": []}},
+                        "more_seeds": {"activations": ["relu"], "inits": ["he"], "seeds": 3}},
                "depth_sweep": {"depths": []}, "batchnorm_sweep": {"activations": []},
                "train": {"epochs": 2}}
 
@@ -274,18 +275,21 @@ def repro_study(quick: bool) -> dict:
         edit_params(copy, report={"alpha": 0.01})
         threshold_wall = timed(["dvc", "repro"])
         (copy / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+        # (f) the bench's cell, by hand, beside the study's cells (it trains the study's seeds,
+        # and the study's relu-he has more_seeds' 20)
         rss_kb = subprocess.run(
-            [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he"], cwd=copy, env=env,
-            check=True, capture_output=True, text=True).stdout.split()[-1]
+            [sys.executable, "-c", CELL_RSS, "activation=relu", "init=he", "run_dir=runs/rss"],
+            cwd=copy, env=env, check=True, capture_output=True, text=True).stdout.split()[-1]
         imports = timed([sys.executable, "-c", "import initlab.train"])
         shutil.rmtree(copy / memo.CACHE)  # evaluate and report as in the first repro
         fresh_store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'fresh.db'}"}
         evaluate = timed([sys.executable, "-m", "initlab.evaluate"], fresh_store)
         report = timed([sys.executable, "-m", "initlab.report"], fresh_store)
         floor_store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'floor.db'}"}
-        mlflow_alone = float(subprocess.run(
-            [sys.executable, "-c", "from initlab.bench import mlflow_floor; print(mlflow_floor())"],
-            cwd=copy, env=floor_store, check=True, capture_output=True, text=True).stdout)
+        runs = len((copy / RESULTS_CSV).read_text().splitlines()) - 1  # evaluate's rows
+        mlflow_alone, floor_runs = json.loads(subprocess.run(
+            [sys.executable, "-c", FLOOR], cwd=copy, env=floor_store, check=True,
+            capture_output=True, text=True).stdout)
         stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
         del stages["evaluate"], stages["report"]
         (copy / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
@@ -299,6 +303,7 @@ def repro_study(quick: bool) -> dict:
         # in --quick: a local Ray's start is most of a 2-cell study's time)
         distributed = {} if quick else distributed_study(root, copy, Path(tmp), wall, env)
     return {**distributed, "repro_seconds": wall, "training_seconds": training, "cells": cells,
+            "runs": runs, "mlflow_alone_runs": floor_runs,
             "pipeline_overhead": wall / training - 1, "noop_repro_seconds": noop,
             "added_init": added, "added_init_training_seconds": added_training,
             "added_init_fixed_seconds": added_wall - added_training,
@@ -418,11 +423,11 @@ ray.shutdown()
 print(json.dumps([up + time.perf_counter() - started, rss / 1024]))"""
 
 
-def mlflow_floor() -> float:
-    """Seconds MLflow itself takes to store what `evaluate` logs of the study (in this
-    workspace, on the store of MLFLOW_TRACKING_URI): each run's params and metrics
-    (`initlab.tracking.run_batch`), every seed of every cell (`grid.more_seeds`' cells have
-    more), by bare client calls, create_run, log_batch and set_terminated, in as many
+def mlflow_floor() -> tuple[float, int]:
+    """Seconds MLflow itself takes to store what `evaluate` logs of the study, and the runs it
+    logged (in this workspace, on the store of MLFLOW_TRACKING_URI): each run's params and
+    metrics (`initlab.tracking.run_batch`), every seed of every cell (`grid.more_seeds`' cells
+    have more), by bare client calls, create_run, log_batch and set_terminated, in as many
     processes as evaluate has logging workers, from opening the store (the bench's is new:
     its tables are created, as by the first evaluate) with MLflow imported (as the fork server
     has it); no artifacts, figures or measuring. Part of (d) that no code of ours can remove."""
@@ -467,7 +472,10 @@ def mlflow_floor() -> float:
             worker.join()
             if worker.exitcode:
                 raise RuntimeError(f"a floor logging process exited with {worker.exitcode}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, len(runs)
+
+
+FLOOR = "import json; from initlab.bench import mlflow_floor; print(json.dumps(mlflow_floor()))"
 
 
 def _floor_experiment() -> str:
@@ -550,7 +558,8 @@ def render(bench: dict) -> str:
     return (f"# initlab benchmark\n\n`make bench{'-quick' if bench['quick'] else ''}` on "
             f"{bench['date']}: {bench['cpu_model']}, {bench['cores']} cores, torch "
             f"{bench['torch_version']} with {bench['torch_threads']} threads. Cell: "
-            f"{bench['cell']}; study: {bench['cells']} cells; the inits added in (g) and (g'): "
+            f"{bench['cell']}; study: {bench['cells']} cells, {bench['runs']} runs (the floor "
+            f"logged {bench['mlflow_alone_runs']}); the inits added in (g) and (g'): "
             f"{bench['added_init']}, {bench['warm_added_init']}.\n\n| measure | value | target |\n"
             f"|---|---|---|\n{rows}\n\nPer-seed validation accuracy, trainer "
             f"{[round(a, 4) for a in bench['trainer_val_accuracy']]} vs plain loop "
