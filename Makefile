@@ -7,12 +7,15 @@ export PATH := $(BIN):$(PATH)
 .PHONY: setup study test ui
 setup: $(VENV)/.installed
 
-# Every dependency at the exact version and hashes of requirements.lock; initlab itself on top.
+# Every dependency at the exact version and hashes of requirements.lock; initlab itself on top,
+# its source byte-compiled (read, where PYTHONDONTWRITEBYTECODE keeps Python from writing it:
+# each stage's process then starts without compiling the modules it imports).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==26.3
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m compileall -q src
 	touch $@
 
 # Refresh requirements.lock from pyproject.toml: keeps the locked versions that still satisfy
