@@ -48,9 +48,9 @@ import sys
 import time
 from pathlib import Path
 
-# A client starts per stage, so it imports only what it uses (~10 ms less a stage): the
-# server's own modules (ctypes, importlib, selectors, subprocess, threading, traceback) are
-# imported in the functions that use them.
+# A client starts per stage, so it imports only what it uses: the server's own modules
+# (ctypes, importlib, selectors, subprocess, threading, traceback) are imported in the
+# functions that use them.
 
 IDLE_SECONDS = 300.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
