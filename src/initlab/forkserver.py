@@ -39,9 +39,11 @@ this one outlives a process so that successive DVC stages can share it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
+import selectors
 import signal
 import socket
 import sys
@@ -49,8 +51,7 @@ import time
 from pathlib import Path
 
 # A client starts per stage, so it imports only what it uses: the server's own modules
-# (ctypes, importlib, selectors, subprocess, threading, traceback) are imported in the
-# functions that use them.
+# (ctypes, subprocess, threading, traceback) are imported in the functions that use them.
 
 IDLE_SECONDS = 300.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
@@ -218,9 +219,6 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     it loaded; for another stage, once its module is imported, which it does at the stage's
     first request or, once a DVC stage has asked, a name at a time while it has no child and
     no request) until `idle_seconds` pass with no child and no request."""
-    import importlib
-    import selectors
-
     started_with = dict(os.environ)
     importlib.import_module(TRAINER)  # what every child inherits
     from initlab.digest import package_digest
@@ -325,8 +323,6 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
 
 def _entry(module: str):
     """The module whose `main()` `python -m module` runs (a package's `__main__`)."""
-    import importlib
-
     found = importlib.import_module(module)
     return importlib.import_module(f"{module}.__main__") if hasattr(found, "__path__") else found
 
