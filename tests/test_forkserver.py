@@ -80,6 +80,21 @@ def test_a_cell_from_the_server_is_the_cell_of_a_fresh_process(project, env):
     assert float(idle) == float(env["INITLAB_FORKSERVER_IDLE"])  # the client's setting
 
 
+def test_the_client_imports_only_what_talking_to_the_server_needs(project, env):
+    """A client starts per stage (84 in the study's repro): it imports neither what the
+    stage's module imports (the child has it from the server) nor pathlib, json and the
+    regular expressions they load, nor the source parsing of `initlab.pruning`."""
+    run([sys.executable, "-m", "initlab.forkserver", "--cell", CELL], project, env=env)
+    done = run([sys.executable, "-X", "importtime", "-m", "initlab.forkserver", "--cell", CELL],
+               project, env=env)
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert {"socket", "initlab.digest"} <= imported  # the server's socket, named by the source
+    assert not imported & {"pathlib", "json", "re", "ast", "shutil", "initlab.pruning",
+                           "initlab.io", "initlab.train", "torch", "yaml"}
+    assert len(servers(env)) == 1  # and a server trained the cell
+
+
 def test_the_switch_trains_in_the_clients_own_process(project, env):
     """INITLAB_FORKSERVER=0: no server, the same cell; a bad value of it or of
     INITLAB_FORKSERVER_IDLE is one clear error."""

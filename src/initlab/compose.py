@@ -27,10 +27,9 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from initlab import memo
+from initlab import digest, memo
 from initlab.cells import STUDY_LEVEL, cell_config, study_cells
 from initlab.config import GROUPS, PARAMS_FILE, load_config
-from initlab.digest import cell_digest, package_digest
 from initlab.errors import reported_errors
 from initlab.io import atomic_path, sha256
 from initlab.paths import CELL_CONFIGS, workspace_root
@@ -46,10 +45,13 @@ print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items()
 
 def training_files() -> list[str]:
     """The initlab source files that `import initlab.train` loads in a fresh interpreter: the
-    code a cell can run (the evaluation and the report are not among them). Kept by what
-    decides it: the package's source, the interpreter and its PYTHONPATH."""
+    code a cell can run (the evaluation and the report are not among them). A stage forked
+    from a fork server has them from the server's own import; otherwise kept by what decides
+    them: the package's source, the interpreter and its PYTHONPATH."""
+    if digest.SERVED_TRAINING_FILES is not None:
+        return digest.SERVED_TRAINING_FILES
     kept = memo.Memo(TRAINING_FILES)
-    key = memo.key(str(Path(__file__).parent), package_digest(), sys.executable,
+    key = memo.key(str(Path(__file__).parent), digest.package_digest(), sys.executable,
                    os.environ.get("PYTHONPATH", ""))
     if (listed := kept.get(key)) is None:
         listed = subprocess.run([sys.executable, "-c", _TRAINING_MODULES], check=True,
@@ -64,21 +66,29 @@ def compose_cell(overrides: list[str]):
     return cell_config(load_config(overrides))
 
 
-def compose_key(overrides: list[str], code: str) -> str:
-    """What a cell's file is composed from: its overrides, params.yaml without what only the
-    study uses, the conf/ files it can read (every group's but activation's and init's, of
-    which its own), its training code's digest and this module."""
+def study_inputs() -> tuple[str, dict[Path, str]]:
+    """What every cell's file is composed from, read once: the key of this module and
+    params.yaml without what only the study uses, and the sha256 of each conf/ file by its
+    path inside conf/."""
     root = workspace_root()
     params = yaml.safe_load((root / PARAMS_FILE).read_text())
     for section in STUDY_LEVEL:
         params.pop(section, None)
     params.get("study", {}).pop("name", None)
-    chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in GROUPS)
     conf = root / "conf"
-    files = [p for p in sorted(conf.rglob("*.yaml"))
-             if p.parent.name not in chosen or p.stem == chosen[p.parent.name]]
-    return memo.key(sha256(Path(__file__)), json.dumps(overrides), json.dumps(params),
-                    code, *[f"{p.relative_to(conf)}:{sha256(p)}" for p in files])
+    return memo.key(sha256(Path(__file__)), json.dumps(params)), {
+        p.relative_to(conf): sha256(p) for p in sorted(conf.rglob("*.yaml"))}
+
+
+def compose_key(overrides: list[str], code: str, inputs: tuple[str, dict[Path, str]]) -> str:
+    """What a cell's file is composed from: its overrides, the study's `inputs`
+    (`study_inputs`) with the conf/ files it can read (every group's but activation's and
+    init's, of which its own), and its training code's digest."""
+    study, conf = inputs
+    chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in GROUPS)
+    return memo.key(study, json.dumps(overrides), code, *[
+        f"{path}:{sha}" for path, sha in conf.items()
+        if path.parent.name not in chosen or path.stem == chosen[path.parent.name]])
 
 
 def main() -> None:
@@ -86,13 +96,13 @@ def main() -> None:
         overrides = sys.argv[1:]
         cells = study_cells(load_config(overrides))
         files = training_files()
-        composed, texts, codes = memo.Memo(COMPOSED), {}, {}
+        composed, texts, codes, inputs = memo.Memo(COMPOSED), {}, {}, study_inputs()
         for cell in cells:
             chosen = dict(o.split("=", 1) for o in cell.overrides)
             pair = (chosen["activation"], chosen["init"])
             if pair not in codes:  # a digest per (activation, init), shared by the sweeps
-                codes[pair] = cell_digest(files, *pair)
-            key = compose_key([*overrides, *cell.overrides], codes[pair])
+                codes[pair] = digest.cell_digest(files, *pair)
+            key = compose_key([*overrides, *cell.overrides], codes[pair], inputs)
             texts[cell.config_path] = (key, codes[pair], composed.get(key))
         missing = [cell for cell in cells if texts[cell.config_path][2] is None]
         if missing:

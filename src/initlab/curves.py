@@ -16,37 +16,40 @@ from initlab import layout  # noqa: E402
 
 class RunCurves:
     """Each cell's learning curves, a line per seed: training loss and validation accuracy.
-    Drawn for every cell of the study, so on one figure, kept from cell to cell with only its
-    lines' data replaced (0.15 s a cell, against 0.28 s on a new figure), and with fixed
-    margins (a `tight_layout` pass would cost 0.1 s a cell)."""
+    Drawn for every cell of the study, so cheaply (docs/performance.md): a figure per list of
+    seeds (a study's cells have one or two), kept from cell to cell with only its lines' data
+    replaced, with fixed margins (no `tight_layout` pass) and a fixed title position (no
+    search for what lies above the axes)."""
 
     def __init__(self):
-        self.seeds = None
+        self.figures = {}  # seeds -> (figure, loss axes, accuracy axes, a line pair per seed)
 
-    def _new_figure(self, seeds: list[int]) -> None:
-        self.seeds, self.figure = seeds, Figure(figsize=(9, 3.5))
-        self.loss, self.accuracy = self.figure.subplots(1, 2)
-        self.figure.subplots_adjust(left=0.09, right=0.98, bottom=0.14, top=0.91, wspace=0.25)
-        self.lines = [(self.loss.plot([], [], marker=".", label=f"seed {seed}")[0],
-                       self.accuracy.plot([], [], marker=".", label=f"seed {seed}")[0])
-                      for seed in seeds]
-        self.loss.set(yscale="log", xlabel="epoch", ylabel="training loss")
+    def _new_figure(self, seeds: tuple[int, ...]) -> tuple:
+        figure = Figure(figsize=(9, 3.5))
+        loss, accuracy = figure.subplots(1, 2)
+        figure.subplots_adjust(left=0.09, right=0.98, bottom=0.14, top=0.91, wspace=0.25)
+        lines = [(loss.plot([], [], marker=".", label=f"seed {seed}")[0],
+                  accuracy.plot([], [], marker=".", label=f"seed {seed}")[0])
+                 for seed in seeds]
+        loss.set(yscale="log", xlabel="epoch", ylabel="training loss")
         # plain numbers (2.315, not 2.315 x 10^0): they fit the fixed margin
-        self.loss.yaxis.set_major_formatter(LogFormatter())
-        self.loss.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
-        self.accuracy.set(xlabel="epoch", ylabel="validation accuracy")
-        self.accuracy.legend(fontsize="small")
+        loss.yaxis.set_major_formatter(LogFormatter())
+        loss.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        accuracy.set(xlabel="epoch", ylabel="validation accuracy")
+        accuracy.legend(fontsize="small")
+        return figure, loss, accuracy, lines
 
     def draw(self, cell_dir: Path, seeds: list[int], path: Path) -> None:
-        if seeds != self.seeds:
-            self._new_figure(seeds)
-        for seed, (loss, accuracy) in zip(seeds, self.lines):
+        if tuple(seeds) not in self.figures:
+            self.figures[tuple(seeds)] = self._new_figure(tuple(seeds))
+        figure, loss, accuracy, lines = self.figures[tuple(seeds)]
+        for seed, (loss_line, accuracy_line) in zip(seeds, lines):
             history = pd.read_csv(layout.seed_dir(cell_dir, seed) / layout.HISTORY)
-            loss.set_data(history.epoch, history.train_loss)
-            accuracy.set_data(history.epoch, history.val_accuracy)
-        for ax in (self.loss, self.accuracy):
+            loss_line.set_data(history.epoch, history.train_loss)
+            accuracy_line.set_data(history.epoch, history.val_accuracy)
+        for ax in (loss, accuracy):
             ax.relim()
             ax.autoscale_view()
-        self.accuracy.set_ylim(0, 1)
-        self.loss.set_title(cell_dir.name)
-        self.figure.savefig(path, dpi=100)
+        accuracy.set_ylim(0, 1)
+        loss.set_title(cell_dir.name, y=1.0)
+        figure.savefig(path, dpi=100)

@@ -40,18 +40,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
+import marshal
 import math
 import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
-from pathlib import Path
 
 # A client starts per stage, so it imports only what it uses: the server's own modules
-# (ctypes, subprocess, threading, traceback) are imported in the functions that use them.
+# (ctypes, subprocess, threading, traceback) are imported in the functions that use them,
+# paths are strings (pathlib and json would import `re`), and the messages are `marshal`'s
+# (client and server are one interpreter: the socket's name says which).
 
 IDLE_SECONDS = 300.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
@@ -69,47 +71,52 @@ MESSAGE_BYTES = 1 << 20
 PR_SET_NAME = 15  # prctl(2): the name `ps -o comm` and /proc/<pid>/comm show
 
 
-def socket_path(identity: str, env: dict[str, str]) -> Path | None:
+def socket_path(identity: str, env: dict[str, str]) -> str | None:
     """Where the server for this source (`identity`), interpreter and environment listens: in a
     folder of this user's that no one else can enter (None if it is not: the client, which
     sends its environment and its stdout there, then keeps to its own process)."""
-    key = json.dumps([sys.executable, identity, sorted(
+    key = repr([sys.executable, identity, sorted(
         (k, v) for k, v in env.items() if k not in PER_COMMAND_VARIABLES)])
     runtime = env.get("XDG_RUNTIME_DIR")
     if not runtime:
         import tempfile
 
         runtime = tempfile.gettempdir()
-    folder = Path(runtime) / f"initlab-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    owner = folder.lstat()
-    if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or folder.is_symlink():
+    folder = os.path.join(runtime, f"initlab-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    owner = os.lstat(folder)
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or stat.S_ISLNK(owner.st_mode):
         return None
-    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sock"
+    return os.path.join(folder, f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sock")
+
+
+def log_path(path: str) -> str:
+    """Where the server at `path` writes what it prints (kept only when it fails)."""
+    return os.path.splitext(path)[0] + ".log"
 
 
 def _send(conn: socket.socket, **message) -> None:
-    conn.send(json.dumps(message).encode())
+    conn.send(marshal.dumps(message))
 
 
 def _receive(conn: socket.socket) -> dict | None:
     data = conn.recv(MESSAGE_BYTES)
-    return json.loads(data) if data else None
+    return marshal.loads(data) if data else None
 
 
 # ---- the client -------------------------------------------------------------------------
 
-def _connect(path: Path) -> socket.socket:
+def _connect(path: str) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        conn.connect(str(path))
+        conn.connect(path)
     except OSError:
         conn.close()
         raise
     return conn
 
 
-def _connect_or_start(path: Path, identity: str, idle_seconds: float) -> socket.socket | None:
+def _connect_or_start(path: str, identity: str, idle_seconds: float) -> socket.socket | None:
     """A connection to the server at `path`, started if need be (to exit after
     `idle_seconds` without work); None if none comes up."""
     try:
@@ -118,9 +125,9 @@ def _connect_or_start(path: Path, identity: str, idle_seconds: float) -> socket.
         pass
     import subprocess
 
-    log = path.with_suffix(".log").open("a")
+    log = open(log_path(path), "a")
     server = subprocess.Popen(
-        [sys.executable, "-m", "initlab.forkserver", "--serve", str(path), identity,
+        [sys.executable, "-m", "initlab.forkserver", "--serve", path, identity,
          str(idle_seconds)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
@@ -157,9 +164,9 @@ def run_module(module: str, args: list[str], idle_seconds: float) -> int | None:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, forward)
         try:
-            socket.send_fds(conn, [json.dumps({
+            socket.send_fds(conn, [marshal.dumps({
                 "module": module, "argv": args, "cwd": os.getcwd(),
-                "env": dict(os.environ)}).encode()], [0, 1, 2])
+                "env": dict(os.environ)})], [0, 1, 2])
             message = _receive(conn)
         except OSError:
             message = None
@@ -180,7 +187,7 @@ def run_module(module: str, args: list[str], idle_seconds: float) -> int | None:
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["--serve"]:
-        serve(Path(args[1]), args[2], float(args[3]))
+        serve(args[1], args[2], float(args[3]))
         return
     module, args = (TRAINER, args) if args[:1] == ["--cell"] else (args[0] if args else "",
                                                                     args[1:])
@@ -213,7 +220,7 @@ def main() -> None:
 
 # ---- the server -------------------------------------------------------------------------
 
-def serve(path: Path, identity: str, idle_seconds: float) -> None:
+def serve(path: str, identity: str, idle_seconds: float) -> None:
     """Import the trainer, check that the package's source is still `identity`, then fork a
     child per request on the socket at `path` (for a cell, one composed for the training code
     it loaded; for another stage, once its module is imported, which it does at the stage's
@@ -221,19 +228,24 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
     no request) until `idle_seconds` pass with no child and no request."""
     started_with = dict(os.environ)
     importlib.import_module(TRAINER)  # what every child inherits
+    # The training files, as `import initlab.train` loads them in a fresh interpreter (this
+    # module runs as __main__, not as initlab.forkserver); the stages forked from here have
+    # them in `initlab.digest`
+    loaded = [m.__file__ for name, m in list(sys.modules.items())
+              if name.split(".")[0] == "initlab"]
+    from initlab import digest
     from initlab.digest import package_digest
 
-    loaded = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] ==
-              "initlab" and name not in ("initlab.forkserver", "initlab.digest")]
+    digest.SERVED_TRAINING_FILES = loaded
     if package_digest() != identity:
         sys.exit(f"initlab.forkserver: the package's source is not {identity}; not serving")
     os.chdir("/")  # hold no project folder; each child works in its client's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    bound = path.with_name(f".{path.name}.{os.getpid()}")
-    listener.bind(str(bound))
+    bound = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    listener.bind(bound)
     listener.listen()
     os.replace(bound, path)
-    ours = path.stat().st_ino  # a server started in a race may have replaced it since
+    ours = os.stat(path).st_ino  # a server started in a race may have replaced it since
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the client's socket)
@@ -273,8 +285,8 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                 conn, _ = listener.accept()
                 try:
                     data, fds, _, _ = socket.recv_fds(conn, MESSAGE_BYTES, 3)
-                    request = json.loads(data)
-                except (OSError, ValueError):
+                    request = marshal.loads(data)
+                except (OSError, ValueError, EOFError, TypeError):
                     conn.close()
                     continue
                 module = request.get("module")
@@ -315,9 +327,10 @@ def serve(path: Path, identity: str, idle_seconds: float) -> None:
                     except OSError:
                         pass
                 conn.close()
-    if path.exists() and path.stat().st_ino == ours:
-        path.unlink()
-        path.with_suffix(".log").unlink(missing_ok=True)  # kept only when a server failed
+    if os.path.exists(path) and os.stat(path).st_ino == ours:
+        os.unlink(path)
+        if os.path.exists(log_path(path)):  # kept only when a server failed
+            os.unlink(log_path(path))
     listener.close()
 
 
@@ -336,7 +349,8 @@ def _composed_for(loaded: list[str], request: dict) -> bool:
 
     argv, cwd = request["argv"], request["cwd"]
     try:
-        cell = yaml.safe_load((Path(cwd) / argv[1]).read_text())
+        with open(os.path.join(cwd, argv[1])) as f:
+            cell = yaml.safe_load(f)
         activation, init, code = cell["activation"]["name"], cell["init"]["name"], cell["code"]
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError):
         return True  # the trainer reports a bad cell file, as in a process of its own
