@@ -7,9 +7,10 @@ import shutil
 import sys
 
 import pytest
-from conftest import REPO, SMALL_STUDY, project_env, run, update_params
+from conftest import REPO, SMALL_STUDY, project_env, run, servers, update_params
 from omegaconf import OmegaConf
 
+from initlab.bench import server_folder
 from initlab.compose import training_files
 from initlab.digest import cell_digest
 
@@ -123,6 +124,21 @@ def test_adding_a_new_init_in_code_trains_only_its_cells(prepared_project, tmp_p
     stale = run(["dvc", "status"], root, env=env).stdout
     assert set(re.findall(r"train\w*@[\w-]+", stale)) == {
         "train_grid@tanh-scaled_normal", "train_grid@relu-scaled_normal"}, stale
+
+
+def test_compose_forked_from_a_fork_server_writes_what_its_own_process_writes(prepared_project):
+    """Forked from a fork server, compose takes the training files from the server's own
+    import of the trainer; in a process of its own, from a fresh interpreter: the same files,
+    so the same cell digests and configs (nothing kept from one to the other)."""
+    own = compose(prepared_project)
+    with server_folder() as runtime:
+        env = {**project_env(prepared_project), "XDG_RUNTIME_DIR": runtime}
+        shutil.rmtree(prepared_project / ".cache")
+        run([sys.executable, "-m", "initlab.forkserver", "initlab.compose"], prepared_project,
+            env=env)
+        assert len(servers(env)) == 1  # it started one, which forked the stage
+    assert {str(p.relative_to(prepared_project)): p.read_text()
+            for p in sorted((prepared_project / "runs/configs").rglob("*.yaml"))} == own
 
 
 @pytest.mark.parametrize("argv, message", [
