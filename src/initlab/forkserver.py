@@ -83,9 +83,12 @@ def socket_path(identity: str, env: dict[str, str]) -> str | None:
 
         runtime = tempfile.gettempdir()
     folder = os.path.join(runtime, f"initlab-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    owner = os.lstat(folder)
-    if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or stat.S_ISLNK(owner.st_mode):
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    owner = os.lstat(folder)  # a folder, not a link to one
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o077 or not stat.S_ISDIR(owner.st_mode):
         return None
     return os.path.join(folder, f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sock")
 
@@ -234,10 +237,9 @@ def serve(path: str, identity: str, idle_seconds: float) -> None:
     loaded = [m.__file__ for name, m in list(sys.modules.items())
               if name.split(".")[0] == "initlab"]
     from initlab import digest
-    from initlab.digest import package_digest
 
     digest.SERVED_TRAINING_FILES = loaded
-    if package_digest() != identity:
+    if digest.package_digest() != identity:
         sys.exit(f"initlab.forkserver: the package's source is not {identity}; not serving")
     os.chdir("/")  # hold no project folder; each child works in its client's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -264,7 +266,7 @@ def serve(path: str, identity: str, idle_seconds: float) -> None:
                     importlib.import_module(name)
         except Exception:
             return False
-        if package_digest() != identity:
+        if digest.package_digest() != identity:
             print(f"initlab.forkserver: the package's source is no longer {identity} (edited "
                   "since this server started); not serving", file=sys.stderr, flush=True)
             served.clear()

@@ -314,6 +314,7 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     names. A run ends FINISHED, or FAILED when it diverged; KILLED or FAILED if the logging
     itself is interrupted or fails."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from initlab.data.prepare import prepared_dir
 
@@ -334,17 +335,19 @@ def log_cell(mlflow_client, exp_id: str, parent_id: str, study: str, cell_dir: P
     for seed, test in tests.items():
         seed_dir = layout.seed_dir(cell_dir, seed)
         summary = json.loads((seed_dir / layout.SUMMARY).read_text())
-        run_id = mlflow_client.create_run(
+        run = mlflow_client.create_run(
             exp_id, start_time=started_ms, run_name=f"{cell}-s{seed}",
             tags={**tags, **timing_tags, "study": study, "cell": cell, "seed": str(seed),
                   RUN_KEY_TAG: run_key(cell_dir, seed), "mlflow.parentRunId": parent_id,
                   **({"diverged": f"epoch {summary['diverged_at_epoch']}"}
-                     if summary["diverged"] else {})}).info.run_id
+                     if summary["diverged"] else {})})
+        run_id = run.info.run_id
         try:
-            # Artifacts first: the first one loads the run (MLflow looks up where its artifacts
-            # go), which costs less before it holds ~400 metrics.
+            # Into the run's artifact store as create_run named it (`log_artifact` would load
+            # the run from the store again to find it: a query per run)
+            store = get_artifact_repository(run.info.artifact_uri, mlflow_client.tracking_uri)
             for path in (seed_dir / layout.HISTORY, seed_dir / layout.LAYERS, *artifacts):
-                mlflow_client.log_artifact(run_id, str(path))
+                store.log_artifact(str(path))
             # MLflow splits the batch by its limits
             metrics, params = run_batch(cell_dir, seed, ended_ms, params_of_cell, test)
             mlflow_client.log_batch(run_id, metrics + seconds, params)
