@@ -57,6 +57,10 @@ import time
 
 IDLE_SECONDS = 300.0
 TRAINER = "initlab.train"  # imported first: the training code a cell's `code` is checked against
+# What a cell imports at its first use rather than with the trainer (numpy's random streams,
+# torch.load's helpers, the dataset sources the schema checks): imported once here, after the
+# training files are listed, rather than in every cell's child.
+CELL_FIRST_USE = ("numpy.random", "torch.utils.serialization", "initlab.data.sources")
 # The other stages' modules, each with what it imports at first use rather than with the
 # module: MLflow (~2 s), which `initlab.tracking` keeps off the trainer's path.
 MLFLOW = ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store")
@@ -239,6 +243,8 @@ def serve(path: str, identity: str, idle_seconds: float) -> None:
     from initlab import digest
 
     digest.SERVED_TRAINING_FILES = loaded
+    for name in CELL_FIRST_USE:
+        importlib.import_module(name)
     if digest.package_digest() != identity:
         sys.exit(f"initlab.forkserver: the package's source is not {identity}; not serving")
     os.chdir("/")  # hold no project folder; each child works in its client's
