@@ -40,9 +40,9 @@ class RunCurves:
         return figure, loss, accuracy, lines
 
     def draw(self, cell_dir: Path, seeds: list[int], path: Path) -> None:
-        if tuple(seeds) not in self.figures:
-            self.figures[tuple(seeds)] = self._new_figure(tuple(seeds))
-        figure, loss, accuracy, lines = self.figures[tuple(seeds)]
+        if (key := tuple(seeds)) not in self.figures:
+            self.figures[key] = self._new_figure(key)
+        figure, loss, accuracy, lines = self.figures[key]
         for seed, (loss_line, accuracy_line) in zip(seeds, lines):
             history = pd.read_csv(layout.seed_dir(cell_dir, seed) / layout.HISTORY)
             loss_line.set_data(history.epoch, history.train_loss)

@@ -337,8 +337,10 @@ def serve(path: str, identity: str, idle_seconds: float) -> None:
                 conn.close()
     if os.path.exists(path) and os.stat(path).st_ino == ours:
         os.unlink(path)
-        if os.path.exists(log_path(path)):  # kept only when a server failed
-            os.unlink(log_path(path))
+        try:
+            os.unlink(log_path(path))  # kept only when a server failed
+        except FileNotFoundError:
+            pass
     listener.close()
 
 
