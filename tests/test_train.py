@@ -80,15 +80,14 @@ def test_seed_alone_equals_seed_in_batch(in_project):
     alone, by_itself = _fit(cfg, [1])
     for w_b, w_a in zip(batched.weights, alone.weights):
         assert torch.equal(w_b[1], w_a[0])
-    assert repr(in_batch.seed_rows(1)) == repr(by_itself.seed_rows(0))  # every value, NaN too
+    assert repr(in_batch.rows()[1]) == repr(by_itself.rows()[0])  # every value, NaN too
 
 
 def test_same_config_and_seed_give_bit_identical_metrics(in_project):
     cfg = load_config(["activation=sigmoid", "init=uniform", *TINY])
     _, first = _fit(cfg, [0, 1])
     _, second = _fit(cfg, [0, 1])
-    for s in (0, 1):
-        assert repr(first.seed_rows(s)) == repr(second.seed_rows(s))  # bit-identical
+    assert repr(first.rows()) == repr(second.rows())  # bit-identical, both seeds
 
 
 def log(out, mlflow_client, study="small"):
@@ -203,7 +202,7 @@ def test_mixed_precision_is_off_by_default_and_changes_the_numbers(in_project):
     assert cfg.train.amp is False
     _, fp32 = _fit(cfg, [0])
     _, bf16 = _fit(load_config(["activation=relu", "init=he", *TINY, "train.amp=true"]), [0])
-    rows32, rows16 = fp32.seed_rows(0)[0], bf16.seed_rows(0)[0]
+    rows32, rows16 = fp32.rows()[0][0], bf16.rows()[0][0]
     assert rows32[0] == rows16[0]  # the same init, measured in fp32
     assert rows16[-1]["train_loss"] != rows32[-1]["train_loss"]
     assert abs(rows16[-1]["val_accuracy"] - rows32[-1]["val_accuracy"]) < 0.05

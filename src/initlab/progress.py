@@ -22,12 +22,11 @@ class Progress:
                              val_acc=f"{row['val_accuracy'].mean():.4f}")
         self.bar.update(len(self.seeds))
 
-    def close(self, result) -> None:
+    def close(self, rows: list[tuple[list[dict], list[dict]]], diverged_at: list) -> None:
+        """Print each seed's last epoch: `rows` and `diverged_at` as `FitResult` gives them."""
         self.bar.close()
-        for s, seed in enumerate(self.seeds):
-            history, _ = result.seed_rows(s)
-            end = (f"diverged (NaN/inf loss) at epoch {result.diverged_at[s]}"
-                   if result.diverged_at[s] is not None else
+        for seed, (history, _), diverged in zip(self.seeds, rows, diverged_at):
+            end = (f"diverged (NaN/inf loss) at epoch {diverged}" if diverged is not None else
                    f"val acc {history[-1]['val_accuracy']:.4f}, "
                    f"train loss {history[-1]['train_loss']:.4f}")
             print(f"{self.cell}-s{seed}: {len(history) - 1} epochs, {end}", flush=True)

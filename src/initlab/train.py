@@ -119,15 +119,22 @@ class FitResult:
     layer_stats: list[dict[str, torch.Tensor]]  # per epoch: probes.LAYER_STATS -> (seeds, layers)
     diverged_at: list[int | None]  # per seed: the epoch its loss became NaN/inf, or None
 
-    def seed_rows(self, s: int) -> tuple[list[dict], list[dict]]:
-        """Seed s's history rows and per-layer rows, up to the epoch it diverged at."""
-        last = len(self.history) - 1 if self.diverged_at[s] is None else self.diverged_at[s]
-        history = [{"epoch": e, **{k: float(row[k][s]) for k in HISTORY_COLUMNS}}
-                   for e, row in enumerate(self.history[: last + 1])]
-        layers = [{"epoch": e, "layer": layer, **{k: float(v[s, layer]) for k, v in row.items()}}
-                  for e, row in enumerate(self.layer_stats[: last + 1])
-                  for layer in range(row["grad_norm"].shape[1])]
-        return history, layers
+    def rows(self) -> list[tuple[list[dict], list[dict]]]:
+        """Per seed: its history rows and per-layer rows, up to the epoch it diverged at."""
+        def by_epoch(rows, keys):  # key -> [epoch][seed] (or [epoch][seed][layer]) floats
+            return {k: torch.stack([row[k] for row in rows]).double().tolist() for k in keys}
+
+        history = by_epoch(self.history, HISTORY_COLUMNS)
+        layers = by_epoch(self.layer_stats, self.layer_stats[0])
+        n_layers = self.layer_stats[0]["grad_norm"].shape[1]
+        per_seed = []
+        for s, diverged_at in enumerate(self.diverged_at):
+            epochs = range(len(self.history) if diverged_at is None else diverged_at + 1)
+            per_seed.append((
+                [{"epoch": e, **{k: v[e][s] for k, v in history.items()}} for e in epochs],
+                [{"epoch": e, "layer": layer, **{k: v[e][s][layer] for k, v in layers.items()}}
+                 for e in epochs for layer in range(n_layers)]))
+        return per_seed
 
 
 def fit(model, optimizer, train, val, probe, train_cfg, order_generators, scheduler=None,
@@ -229,24 +236,25 @@ def train_cell(cfg) -> Path:
                  [seed_generator(s, "data_order") for s in seeds], scheduler,
                  lambda epoch, result: progress.update(epoch, result))
     seconds = time.perf_counter() - started
-    progress.close(result)
+    rows = result.rows()
+    progress.close(rows, result.diverged_at)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         OmegaConf.save(cell_config(cfg), tmp / layout.CONFIG)
         for s, seed in enumerate(seeds):
             seed_dir = layout.seed_dir(tmp, seed)
             seed_dir.mkdir()
-            rows, layer_rows = result.seed_rows(s)
+            history, layer_rows = rows[s]
             torch.save({k: v.cpu() for k, v in model.seed_state_dict(s).items()},
                        seed_dir / layout.MODEL)
-            write_csv(seed_dir / layout.HISTORY, rows)
+            write_csv(seed_dir / layout.HISTORY, history)
             write_csv(seed_dir / layout.LAYERS, layer_rows)
             write_json(seed_dir / layout.SUMMARY, {
                 "seed": seed,
-                "best_val_accuracy": max(r["val_accuracy"] for r in rows),
-                "final_val_accuracy": rows[-1]["val_accuracy"],
-                "final_train_loss": rows[-1]["train_loss"],
-                "epochs": rows[-1]["epoch"],
+                "best_val_accuracy": max(r["val_accuracy"] for r in history),
+                "final_val_accuracy": history[-1]["val_accuracy"],
+                "final_train_loss": history[-1]["train_loss"],
+                "epochs": history[-1]["epoch"],
                 "diverged_at_epoch": result.diverged_at[s],
                 "diverged": result.diverged_at[s] is not None,
                 "init_log": {k: v[:, s].tolist() for k, v in init_log.items()},
