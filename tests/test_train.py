@@ -33,7 +33,7 @@ from initlab.tracking import (
     tracking_uri,
     unlogged_seeds,
 )
-from initlab.train import fit, seed_generator, train_cell
+from initlab.train import FitResult, fit, seed_generator, train_cell
 
 TINY = ["model.depth=2", "model.width=16", "train.epochs=2", "train.batch_size=32"]
 
@@ -88,6 +88,30 @@ def test_same_config_and_seed_give_bit_identical_metrics(in_project):
     _, first = _fit(cfg, [0, 1])
     _, second = _fit(cfg, [0, 1])
     assert repr(first.rows()) == repr(second.rows())  # bit-identical, both seeds
+
+
+def test_a_seed_s_rows_stop_at_the_epoch_it_diverged_at():
+    """Two seeds, three epochs: seed 0 diverged at epoch 1, seed 1 trained on."""
+    t = torch.tensor
+    history = [{"train_loss": t([2.0, 2.5]), "train_accuracy": t([0.1, 0.2]),
+                "val_loss": t([2.1, 2.4]), "val_accuracy": t([0.1, 0.3])},
+               {"train_loss": t([math.inf, 1.5]), "train_accuracy": t([0.1, 0.5]),
+                "val_loss": t([math.nan, 1.4]), "val_accuracy": t([0.1, 0.6])},
+               {"train_loss": t([math.nan, 0.5]), "train_accuracy": t([0.1, 0.8]),
+                "val_loss": t([math.nan, 0.4]), "val_accuracy": t([0.1, 0.9])}]
+    layers = [{"grad_norm": t([[e, 10.0 + e], [20.0 + e, 30.0 + e]]),
+               "dead": torch.zeros(2, 2, dtype=torch.float64)} for e in range(3)]
+    diverged, trained = FitResult(history, layers, [1, None]).rows()
+    assert [r["epoch"] for r in diverged[0]] == [0, 1]
+    assert diverged[0][1]["train_loss"] == math.inf and math.isnan(diverged[0][1]["val_loss"])
+    assert [(r["epoch"], r["layer"], r["grad_norm"]) for r in diverged[1]] == [
+        (0, 0, 0.0), (0, 1, 10.0), (1, 0, 1.0), (1, 1, 11.0)]
+    assert trained[0][-1] == {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.800000011920929,
+                              "val_loss": 0.4000000059604645, "val_accuracy": 0.8999999761581421}
+    assert [(r["layer"], r["grad_norm"], r["dead"]) for r in trained[1][-2:]] == [
+        (0, 22.0, 0.0), (1, 32.0, 0.0)]
+    assert all(type(v) is float for r in trained[0] + trained[1] for k, v in r.items()
+               if k not in ("epoch", "layer"))
 
 
 def log(out, mlflow_client, study="small"):
