@@ -90,8 +90,9 @@ def test_same_config_and_seed_give_bit_identical_metrics(in_project):
     assert repr(first.rows()) == repr(second.rows())  # bit-identical, both seeds
 
 
-def test_a_seed_s_rows_stop_at_the_epoch_it_diverged_at():
-    """Two seeds, three epochs: seed 0 diverged at epoch 1, seed 1 trained on."""
+def test_rows_stop_at_the_epoch_a_seed_diverged_at():
+    """Two seeds, three epochs: seed 0 diverged at epoch 1, seed 1 trained on. Every value is a
+    float, also of an integer statistic (the CSVs write 0.0, not 0)."""
     t = torch.tensor
     history = [{"train_loss": t([2.0, 2.5]), "train_accuracy": t([0.1, 0.2]),
                 "val_loss": t([2.1, 2.4]), "val_accuracy": t([0.1, 0.3])},
@@ -100,7 +101,7 @@ def test_a_seed_s_rows_stop_at_the_epoch_it_diverged_at():
                {"train_loss": t([math.nan, 0.5]), "train_accuracy": t([0.1, 0.8]),
                 "val_loss": t([math.nan, 0.4]), "val_accuracy": t([0.1, 0.9])}]
     layers = [{"grad_norm": t([[e, 10.0 + e], [20.0 + e, 30.0 + e]]),
-               "dead": torch.zeros(2, 2, dtype=torch.float64)} for e in range(3)]
+               "dead": torch.zeros(2, 2, dtype=torch.int64)} for e in range(3)]
     diverged, trained = FitResult(history, layers, [1, None]).rows()
     assert [r["epoch"] for r in diverged[0]] == [0, 1]
     assert diverged[0][1]["train_loss"] == math.inf and math.isnan(diverged[0][1]["val_loss"])

@@ -362,7 +362,7 @@ def _composed_for(loaded: list[str], request: dict) -> bool:
     argv, cwd = request["argv"], request["cwd"]
     try:
         with open(os.path.join(cwd, argv[1])) as f:
-            cell = yaml.load(f, yaml.CSafeLoader)  # libyaml's safe loader: 2 ms less a cell
+            cell = yaml.load(f, yaml.CSafeLoader)  # libyaml's: it runs once a cell
         activation, init, code = cell["activation"]["name"], cell["init"]["name"], cell["code"]
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError):
         return True  # the trainer reports a bad cell file, as in a process of its own
